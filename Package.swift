@@ -1,0 +1,121 @@
+// swift-tools-version:6.0
+//===----------------------------------------------------------------------===//
+// swift-webpubsub: an Azure Web PubSub client for Linux services, on our own
+// RFC 6455 WebSocket over POSIX sockets and the system OpenSSL, and a local
+// emulator of the service on SwiftNIO.
+//===----------------------------------------------------------------------===//
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "swift-webpubsub",
+    platforms: [.macOS(.v13)],
+    products: [
+        // The library a service links: OpenSSL, Foundation, Dispatch and swift-log only.
+        .library(name: "WebPubSub", targets: ["WebPubSub"]),
+        .library(name: "WebSocket", targets: ["WebSocket"]),
+        // The local service (SwiftNIO), for tests and development.
+        .library(name: "WebPubSubEmulator", targets: ["WebPubSubEmulator"]),
+        .executable(name: "webpubsub-emulator", targets: ["webpubsub-emulator"]),
+        .executable(name: "webpubsub-demo", targets: ["webpubsub-demo"]),
+        .executable(name: "webpubsub-bench", targets: ["webpubsub-bench"]),
+        .executable(name: "autobahn-client", targets: ["autobahn-client"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CSSL",
+            path: "Modules/CSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .target(
+            name: "WebSocket",
+            dependencies: [
+                "CSSL",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "WebPubSub",
+            dependencies: [
+                "WebSocket",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "WebPubSubEmulator",
+            dependencies: [
+                "CSSL",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "webpubsub-emulator",
+            dependencies: [
+                "WebPubSubEmulator",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "autobahn-client",
+            dependencies: [
+                "WebSocket",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "webpubsub-demo",
+            dependencies: [
+                "WebPubSub",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "webpubsub-bench",
+            dependencies: [
+                "WebPubSub",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "WebSocketTests",
+            dependencies: ["WebSocket", "CSSL"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "WebPubSubEmulatorTests",
+            dependencies: ["WebPubSubEmulator"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "WebPubSubTests",
+            dependencies: ["WebPubSub", "WebPubSubEmulator", "WebSocket"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)
