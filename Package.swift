@@ -102,19 +102,25 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Shared by the test targets: starting and stopping real peer processes.
+        .target(
+            name: "TestSupport",
+            path: "Tests/TestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "WebSocketTests",
-            dependencies: ["WebSocket", "CSSL"],
+            dependencies: ["WebSocket", "CSSL", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "WebPubSubEmulatorTests",
-            dependencies: ["WebPubSubEmulator"],
+            dependencies: ["WebPubSubEmulator", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "WebPubSubTests",
-            dependencies: ["WebPubSub", "WebPubSubEmulator", "WebSocket"],
+            dependencies: ["WebPubSub", "WebPubSubEmulator", "WebSocket", "TestSupport"],
             swiftSettings: swiftSettings
         ),
     ]
