@@ -216,11 +216,16 @@ async def main():
     if args.cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.cert, args.key)
+        ctx.set_alpn_protocols(["http/1.1"])
+        ctx.sni_callback = lambda sslobj, name, c: print(f"SNI {name}", flush=True)
 
     if args.mode == "echo":
         import websockets.asyncio.server as wss
 
         async def echo(ws):
+            sslobj = ws.transport.get_extra_info("ssl_object")
+            if sslobj is not None:
+                print(f"ALPN {sslobj.selected_alpn_protocol()} {sslobj.version()}", flush=True)
             try:
                 async for msg in ws:
                     await ws.send(msg)
