@@ -163,7 +163,7 @@ Result: **{len(results)} cases, {len(bad)} not accepted**{(' (' + ', '.join(bad)
 ## Reproduce
 
 ```
-make conformance      # categories 1–7, 9, 10 (9.* are large messages and take minutes); rewrites this file
+make conformance      # categories 1–7, 9, 10 (9.* are large messages, up to 16 MiB); rewrites this file
 make conformance-ci   # categories 1–7, 10 (part of `make test`)
 ```
 
