@@ -16,6 +16,8 @@ final class ClientSocketHandler: ChannelInboundHandler {
     private var fragmentOpcode: WebSocketOpcode = .text
     private var clientCloseCode: UInt16?
     private var closing = false
+    /// The service sent its close frame: the peer's close frame only completes the handshake.
+    private var serviceSentClose = false
 
     init(state: ServiceState, session: Session?, maxMessageSize: Int) {
         self.state = state
@@ -25,6 +27,10 @@ final class ClientSocketHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
+        if frame.opcode == .connectionClose && serviceSentClose {
+            context.close(promise: nil)
+            return
+        }
         guard let session, !closing else { return }
         switch frame.opcode {
         case .connectionClose:
@@ -96,6 +102,14 @@ final class ClientSocketHandler: ChannelInboundHandler {
         closing = true
         state.countBadRequest()
         state.mutate { fx in state.close(s, code: code, reason: reason, &fx) }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ServiceClosing {
+            serviceSentClose = true
+            closing = true
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -56,6 +56,8 @@ struct Outbox {
                 if toFlush.last.map({ $0 !== channel }) ?? true { toFlush.append(channel) }
             case .close(let code, let reason):
                 guard channel.isActive else { continue }
+                // Tell the socket's handler that the service started the close handshake.
+                channel.pipeline.fireUserInboundEventTriggered(ServiceClosing())
                 var data = channel.allocator.buffer(capacity: 2 + reason.utf8.count)
                 data.write(webSocketErrorCode: code)
                 data.writeString(reason)
@@ -75,7 +77,10 @@ struct Outbox {
         for channel in toFlush { channel.flush() }
     }
 
-    /// TCP reset: SO_LINGER {1, 0}, then close.
+    /// The user event announcing a service-initiated close to ``ClientSocketHandler``.
+struct ServiceClosing: Sendable {}
+
+/// TCP reset: SO_LINGER {1, 0}, then close.
     static func abort(_ channel: any Channel) {
         guard channel.isActive else { return }
         guard let provider = channel as? any SocketOptionProvider else {
@@ -85,3 +90,6 @@ struct Outbox {
         provider.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
     }
 }
+
+/// The user event announcing a service-initiated close to ``ClientSocketHandler``.
+struct ServiceClosing: Sendable {}

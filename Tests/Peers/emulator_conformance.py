@@ -605,6 +605,60 @@ def s_connect_reject():
         check(recv_json(ws)["data"] == "hi", "group from connect response")
 
 
+def s_hooks():
+    """pause/resume (silence, then in-order delivery), drop-acks, delay-acks, and Duplicate publishes not fanned out."""
+    hub = "hk" + uuid.uuid4().hex[:6]
+    svc = service(hub)
+    with raw_ws(hub, RELIABLE, groups=["g"], roles=["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]) as ws:
+        cid = recv_json(ws)["connectionId"]
+        hook(f"connections/{cid}/pause")
+        check([c["paused"] for c in hook("connections", "GET") if c["connectionId"] == cid] == [True], "paused flag")
+        for i in range(3):
+            svc.send_to_group("g", f"p{i}", content_type="text/plain")
+        pong = ws.ping()
+        try:
+            ws.recv(timeout=1.0)
+            raise Failure("message delivered while paused")
+        except TimeoutError:
+            pass
+        check(not pong.wait(0.5), "pong while paused")
+        hook(f"connections/{cid}/resume")
+        got = [recv_json(ws) for _ in range(3)]
+        check([m["data"] for m in got] == ["p0", "p1", "p2"], f"after resume {got}")
+        check(pong.wait(5), "no pong after resume")
+        # drop-acks: the request runs, the ack never comes.
+        hook(f"connections/{cid}/drop-acks?count=1")
+        ws.send(json.dumps({"type": "joinGroup", "group": "dropped", "ackId": 10}))
+        ws.send(json.dumps({"type": "ping"}))
+        check(recv_json(ws) == {"type": "pong"}, "ack was not swallowed")
+        check("dropped" in [c for c in hook("connections", "GET") if c["connectionId"] == cid][0]["groups"], "dropped-ack join ran")
+        # delay-acks.
+        hook(f"connections/{cid}/delay-acks?ms=700")
+        t0 = time.time()
+        ws.send(json.dumps({"type": "joinGroup", "group": "late", "ackId": 11}))
+        a = recv_json(ws)
+        check(a["ackId"] == 11 and a["success"] and time.time() - t0 >= 0.6, f"delayed ack {a} after {time.time() - t0:.2f}s")
+        hook(f"connections/{cid}/delay-acks?ms=0")
+        # A duplicate publish is answered Duplicate and does not fan out again.
+        ws.send(json.dumps({"type": "sequenceAck", "sequenceId": 3}))
+        before = stats()
+        publish = {"type": "sendToGroup", "group": "g", "ackId": 20, "dataType": "text", "data": "once"}
+        ws.send(json.dumps(publish))
+        first = [recv_json(ws), recv_json(ws)]
+        check(sorted(m["type"] for m in first) == ["ack", "message"], f"publish {first}")
+        ws.send(json.dumps(publish))
+        dup = recv_json(ws)
+        check(dup["type"] == "ack" and dup["error"]["name"] == "Duplicate", f"duplicate {dup}")
+        try:
+            extra = ws.recv(timeout=0.5)
+            raise Failure(f"duplicate fanned out again: {extra}")
+        except TimeoutError:
+            pass
+        after = stats()
+        check(after["groupMessagesPublished"] - before["groupMessagesPublished"] == 1, f"published {before} → {after}")
+        check(after["messagesOut"] - before["messagesOut"] == 1, f"messagesOut {before} → {after}")
+
+
 SCENARIOS = {name[2:]: fn for name, fn in globals().items() if name.startswith("s_")}
 UPSTREAM = ""
 
