@@ -522,7 +522,10 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         while phase == .open || phase == .closing {
             let action: WebSocketStateMachine.Action
             do {
-                guard let frame = try parser.next() else { return }
+                guard let frame = try parser.next() else {
+                    if let partial = parser.partialFrame() { perform(machine.inspectPartial(partial.opcode, partial.payload)) }
+                    return
+                }
                 action = machine.receive(frame)
             } catch {
                 action = machine.receive(error)
