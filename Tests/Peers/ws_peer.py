@@ -22,6 +22,7 @@ Modes served with raw asyncio sockets (a hand-made handshake, then a script):
   badaccept       101 with a wrong Sec-WebSocket-Accept
   silent          accepts TCP, never answers
   mute            completes the upgrade, then never sends anything (keep-alive tests)
+  noread          completes the upgrade, then reads nothing (backpressure tests)
   garbage         completes the upgrade, then sends random bytes (a new seed per connection)
   garbagehttp     answers the upgrade request with random bytes
 Every client close frame a raw mode receives is printed as "CLIENT_CLOSE <code>".
@@ -202,6 +203,8 @@ async def raw_handler(mode, args, reader, writer):
             await drain_client(reader, writer)
         elif mode == "pipelined":
             await drain_client(reader, writer)
+        elif mode == "noread":
+            await asyncio.sleep(3600)
         elif mode == "garbage":
             writer.write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000))))
             await writer.drain()
