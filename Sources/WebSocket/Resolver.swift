@@ -25,7 +25,9 @@ enum Resolver {
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         hints.ai_protocol = Int32(IPPROTO_TCP)
-        hints.ai_flags = AI_ADDRCONFIG | (numericOnly ? AI_NUMERICHOST : 0) | AI_NUMERICSERV
+        // No AI_ADDRCONFIG: with only loopback configured it hides "localhost". Unusable addresses fail
+        // fast at connect() and the next one is tried.
+        hints.ai_flags = (numericOnly ? AI_NUMERICHOST : 0) | AI_NUMERICSERV
         var list: UnsafeMutablePointer<addrinfo>?
         let rc = getaddrinfo(host, String(port), &hints, &list)
         guard rc == 0 else {

@@ -17,6 +17,7 @@ Modes served with raw asyncio sockets (a hand-made handshake, then a script):
   badclosecode    sends close with code 1005 (invalid on the wire)
   pipelined       sends the 101 and a text frame "early" in one write
   http401         answers the upgrade with 401 and a body
+  http403chunked  answers with 403, a chunked body and keep-alive (no Content-Length, no close)
   noproto         101 without Sec-WebSocket-Protocol (client offers one)
   wrongproto      101 with a subprotocol that was not offered
   badaccept       101 with a wrong Sec-WebSocket-Accept
@@ -142,6 +143,13 @@ async def raw_handler(mode, args, reader, writer):
                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
             await writer.drain()
             await asyncio.sleep(0.5)
+            return
+        if mode == "http403chunked":
+            writer.write(
+                b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+                b"9\r\nforbidden\r\n0\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(3600)
             return
         if mode == "garbagehttp":
             writer.write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000))))

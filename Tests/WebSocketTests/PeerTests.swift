@@ -472,3 +472,30 @@ extension RealPeerTests {
         }
     }
 }
+
+extension RealPeerTests {
+    @Test("a rejection without Content-Length on a kept-alive connection is reported promptly, not as a timeout")
+    func rejectionWithoutLength() throws {
+        let (peer, port) = try startPeer("http403chunked")
+        defer { peer.stop() }
+        let start = Date()
+        let (_, r) = startConnection("ws://127.0.0.1:\(port)/")
+        let error = r.waitForClose()?.error
+        #expect(error?.code == .upgradeRejected)
+        #expect(error?.httpStatus == 403)
+        #expect(error?.httpBodyText.contains("forbidden") == true)
+        #expect(Date().timeIntervalSince(start) < 2)
+    }
+
+    @Test("close() before connect(): onClose still comes exactly once, with cancelled")
+    func closeBeforeConnect() throws {
+        let c = WebSocketConnection(url: URL(string: "ws://127.0.0.1:9/")!, queue: DispatchQueue(label: "t"))
+        let r = Recorder()
+        c.close()
+        c.connect(handlers: r.handlers)
+        #expect(r.waitForClose(timeout: 3)?.error?.code == .cancelled)
+        c.connect(handlers: r.handlers)  // a second connect is ignored
+        Thread.sleep(forTimeInterval: 0.1)
+        #expect(r.closeCount == 1)
+    }
+}
