@@ -156,6 +156,7 @@ extension RealPeerTests {
         kinds.append(("tls-expired", "wss://127.0.0.1:\(peers["tls-expired"]!.1)/", tls, [.certificateVerificationFailed]))
         kinds.append(("garbagehttp", "ws://127.0.0.1:\(peers["garbagehttp"]!.1)/", base,
             [.invalidUpgradeResponse]))
+        kinds.append(("tls-garbage", "wss://127.0.0.1:\(peers["garbagehttp"]!.1)/", tls, [.tlsHandshakeFailed]))
         // Random bytes after a good upgrade: any typed failure, or a clean close if they happen to hold a close frame.
         kinds.append(("garbage", "ws://127.0.0.1:\(peers["garbage"]!.1)/", base,
             [.protocolViolation, .invalidUTF8, .messageTooBig, .pongTimeout, .connectionReset]))
