@@ -693,8 +693,10 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         if let tls {
             scratch.removeAll(keepingCapacity: true)
             FrameEncoder.encode(opcode: opcode, fin: fin, payload: payload, maskKey: key, into: &scratch)
-            if let e = scratch.withUnsafeBytes({ tls.write($0) }) {
-                connectionLost(e)
+            let error = scratch.withUnsafeBytes { tls.write($0) }
+            if scratch.capacity > 1 << 20 { scratch = [] }  // don't keep a large message's buffer around
+            if let error {
+                connectionLost(error)
                 return
             }
             tls.drainOutput(into: &outbound)
