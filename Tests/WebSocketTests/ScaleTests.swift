@@ -198,3 +198,25 @@ extension RealPeerTests {
         #expect(socketsTouching(ports: ports) == 0)
     }
 }
+
+extension RealPeerTests {
+    @Test("100 simultaneous connections to one host name share a single name lookup")
+    func coalescedLookups() throws {
+        let (peer, port) = try startPeer("echo")
+        defer { peer.stop() }
+        let before = Resolver.lookupCount
+        let tally = Tally()
+        var connections: [WebSocketConnection] = []
+        for i in 0..<100 {
+            let c = WebSocketConnection(
+                url: URL(string: "ws://localhost:\(port)/")!,
+                queue: DispatchQueue(label: "dns-\(i)", target: .global()), logger: testLogger)
+            connections.append(c)
+            c.connect(handlers: WebSocketHandlers(onOpen: { _ in tally.add("open") }, onClose: { _ in tally.add("close") }))
+        }
+        #expect(tally.wait("open", reaches: 100, timeout: 20))
+        #expect(Resolver.lookupCount - before == 1)
+        for c in connections { c.close() }
+        #expect(tally.wait("close", reaches: 100, timeout: 20))
+    }
+}
