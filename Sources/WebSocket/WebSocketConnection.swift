@@ -105,6 +105,7 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     private var tls: TLSSession?
     private var handshake: Handshake?
     private var responseBuffer: [UInt8] = []
+    private var headScanned = 0
     private var rejection: (status: Int, headers: [(name: String, value: String)], body: [UInt8], wanted: Int)?
     private var parser: FrameParser
     private var machine: WebSocketStateMachine
@@ -506,7 +507,9 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
 
     private func parseUpgradeResponse() {
         guard let handshake else { return }
-        switch handshake.parse(responseBuffer) {
+        let outcome = handshake.parse(responseBuffer, scannedUpTo: headScanned)
+        headScanned = responseBuffer.count
+        switch outcome {
         case .needMore:
             return
         case .failed(let e):
