@@ -81,14 +81,13 @@ extension RealPeerTests {
         config.connectTimeout = 20
         config.closeTimeout = 5
         let url = URL(string: "ws://127.0.0.1:\(port)/scale")!
-        // Idle connections cost memory, not threads: every connection queue targets one shared,
-        // non-overcommitting global queue.
-        let target = DispatchQueue.global()
+        // Idle connections cost memory, not threads: every connection queue comes from makeQueue(label:),
+        // which targets the shared, non-overcommitting global queue.
         let threadsBefore = threadCount()
         var connections: [WebSocketConnection] = []
         for i in 0..<n {
             let c = WebSocketConnection(
-                url: url, configuration: config, queue: DispatchQueue(label: "scale-\(i)", target: target),
+                url: url, configuration: config, queue: WebSocketConnection.makeQueue(label: "scale-\(i)"),
                 logger: testLogger)
             connections.append(c)
             c.connect(
