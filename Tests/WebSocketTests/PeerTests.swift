@@ -533,3 +533,28 @@ extension RealPeerTests {
         #expect(report?.code == .abnormalClosure)
     }
 }
+
+extension RealPeerTests {
+    @Test("slow name resolution is bounded by the connect timeout and never blocks the connection queue")
+    func slowResolution() throws {
+        Resolver.testHook.value = { host, port in
+            if host == "slow.test" { Thread.sleep(forTimeInterval: 2) }
+            return Resolver.resolveNow(host: "127.0.0.1", port: port, numericOnly: true)
+        }
+        defer { Resolver.testHook.value = nil }
+        var config = WebSocketConfiguration()
+        config.connectTimeout = 0.3
+        let q = DispatchQueue(label: "slow-dns")
+        let c = WebSocketConnection(url: URL(string: "ws://slow.test:9/")!, configuration: config, queue: q)
+        let r = Recorder()
+        let start = Date()
+        c.connect(handlers: r.handlers)
+        // The owner queue stays free while the lookup is pending.
+        let probe = DispatchSemaphore(value: 0)
+        q.async { probe.signal() }
+        #expect(probe.wait(timeout: .now() + 0.1) == .success)
+        let report = r.waitForClose(timeout: 5)
+        #expect(report?.error?.code == .timedOut)
+        #expect(Date().timeIntervalSince(start) < 1.5)
+    }
+}
