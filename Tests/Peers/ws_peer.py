@@ -23,6 +23,7 @@ Modes served with raw asyncio sockets (a hand-made handshake, then a script):
   badaccept       101 with a wrong Sec-WebSocket-Accept
   silent          accepts TCP, never answers
   mute            completes the upgrade, then never sends anything (keep-alive tests)
+  rawecho         (or any other name) echoes every message, answers a close and reports it
   noread          completes the upgrade, then reads nothing (backpressure tests)
   garbage         completes the upgrade, then sends random bytes (a new seed per connection)
   garbagehttp     answers the upgrade request with random bytes

@@ -558,3 +558,17 @@ extension RealPeerTests {
         #expect(Date().timeIntervalSince(start) < 1.5)
     }
 }
+
+extension RealPeerTests {
+    @Test("codes that may not go on the wire (1005, 1006, 1015, 0, 5000) are sent as 1000; others as given",
+          arguments: [(1005, 1000), (1006, 1000), (1015, 1000), (0, 1000), (5000, 1000), (4000, 4000), (1001, 1001)])
+    func closeCodesOnTheWire(code: Int, sent: Int) throws {
+        let (peer, port) = try startPeer("rawecho")
+        defer { peer.stop() }
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/")
+        #expect(r.waitForOpen())
+        c.close(code: WebSocketCloseCode(UInt16(code)), reason: "r")
+        try peer.waitForLine(containing: "CLIENT_CLOSE \(sent)", timeout: 5)
+        #expect(r.waitForClose()?.code.rawValue == UInt16(sent))
+    }
+}
