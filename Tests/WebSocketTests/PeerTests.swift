@@ -572,3 +572,30 @@ extension RealPeerTests {
         #expect(r.waitForClose()?.code.rawValue == UInt16(sent))
     }
 }
+
+extension RealPeerTests {
+    @Test("outgoing fragmentation lets a pong out between the fragments of a large message")
+    func pongBetweenOutgoingFragments() throws {
+        let (peer, port) = try startPeer("slowread")
+        defer { peer.stop() }
+        var config = WebSocketConfiguration()
+        config.outgoingFragmentSize = 16 * 1024
+        config.maximumBufferedAmount = 64 << 20
+        let big = [UInt8](repeating: 0x5A, count: 16 << 20)  // 1,024 fragments
+        let q = DispatchQueue(label: "fragments")
+        let c = WebSocketConnection(url: URL(string: "ws://127.0.0.1:\(port)/")!, configuration: config, queue: q)
+        let r = Recorder()
+        let base = r.handlers
+        c.connect(handlers: WebSocketHandlers(onOpen: { resp in base.onOpen(resp); c.send(binary: big) }, onClose: base.onClose))
+        #expect(r.waitForOpen())
+        let pongLine = try peer.waitForLine(containing: "PONG_AFTER ", timeout: 20)
+        let fragmentsLine = try peer.waitForLine(containing: "FRAGMENTS ", timeout: 30)
+        let before = Int(pongLine.split(separator: " ")[1])!
+        #expect(fragmentsLine.hasPrefix("FRAGMENTS 1024 "))
+        #expect(before < 1024, "the pong waited for the whole message")
+        print("PONG after \(before) of 1024 fragments")
+        c.close()
+        #expect(r.waitForClose()?.wasClean == true)
+        #expect(c.bufferedAmount == 0)
+    }
+}
