@@ -125,6 +125,12 @@ final class LockedValue<Value>: @unchecked Sendable {  // `stored` guarded by `l
     private let lock = NSLock()
     private var stored: Value
     init(_ value: Value) { stored = value }
+    /// Changes the value under the lock (read-modify-write in one step).
+    func modify(_ body: (inout Value) -> Void) {
+        lock.lock()
+        body(&stored)
+        lock.unlock()
+    }
     var value: Value {
         get {
             lock.lock()

@@ -30,7 +30,7 @@ private final class SocketCloser: @unchecked Sendable {  // `remaining` guarded 
     init(fd: Int32) { self.fd = fd }
     func sourceCancelled() {
         remaining -= 1
-        if remaining == 0 { _ = Foundation.close(fd) }
+        if remaining == 0 { WebSocketConnection.closeSocket(fd) }
     }
 }
 
@@ -165,6 +165,14 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     /// against 9 with queues from this method).
     public static func makeQueue(label: String) -> DispatchQueue {
         DispatchQueue(label: label, target: .global())
+    }
+
+    /// Sockets this module has open right now, process-wide (for leak tests).
+    static let openSockets = LockedValue<Int>(0)
+
+    static func closeSocket(_ fd: Int32) {
+        _ = Foundation.close(fd)
+        openSockets.modify { $0 -= 1 }
     }
 
     private var isOnQueue: Bool { DispatchQueue.getSpecific(key: Self.queueKey) === marker }
@@ -303,6 +311,7 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
                 lastConnectErrno = errno
                 continue
             }
+            Self.openSockets.modify { $0 += 1 }
             var one: Int32 = 1
             _ = setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             let rc = address.withSockaddr { Foundation.connect(s, $0, $1) }
@@ -324,7 +333,7 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
                 return
             }
             lastConnectErrno = errno
-            _ = Foundation.close(s)
+            Self.closeSocket(s)
         }
         failConnect(
             WebSocketError(.connectionFailed, "TCP connect failed: \(String(cString: strerror(lastConnectErrno)))",
