@@ -46,6 +46,7 @@ final class Session: @unchecked Sendable {
     /// CloudEvents `ce-id` counter (`connect` = 0, `connected` = 1, then +1 per event).
     var cloudEventCounter = 1
     var connectionState: String?
+    var rawSendGroup: String?
     var claims: [String: [String]]
     let connectedAt = Date()
 

@@ -405,6 +405,18 @@ def s_nonreliable():
         check(ws.recv(timeout=5) == "t", "raw text")
         check(json.loads(ws.recv(timeout=5)) == {"a": 1}, "raw json")
         check(ws.recv(timeout=5) == b"\x07", "raw binary")
+    # Plain clients in webpubsub_mode=sendToGroup publish every frame to the group (1008 without permission).
+    with raw_ws(hub, JSONP, groups=["g"]) as rx:
+        recv_json(rx)
+        url = url_for(hub, user_id="pub", roles=["webpubsub.sendToGroup.g"]) + "&webpubsub_mode=sendToGroup&group=g"
+        with ws_connect(url, open_timeout=5) as pub:
+            pub.send("from raw")
+            m = recv_json(rx)
+            check(m["data"] == "from raw" and m["dataType"] == "text" and m["fromUserId"] == "pub", f"raw publish {m}")
+        url = url_for(hub, user_id="pub") + "&webpubsub_mode=sendToGroup&group=g"
+        with ws_connect(url, open_timeout=5) as pub:
+            pub.send("denied")
+            expect_close(pub, 1008)
 
 
 def s_bad_input():
