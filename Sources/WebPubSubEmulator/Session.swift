@@ -28,7 +28,7 @@ final class Session: @unchecked Sendable {
     let hub: String
     let hubKey: String
     let kind: ClientProtocolKind
-    var userID: String?
+    let userID: String?
     var permissions: PermissionSet
     var groups: Set<String> = []
     var acks: AckMemory
