@@ -552,6 +552,16 @@ def s_rest():
         svc.add_user_to_group("z", "u2")
         svc.remove_user_from_all_groups("u2")
         check(not svc.group_exists("x") and not svc.group_exists("z"), "remove from all groups")
+        # :addToGroups / :removeFromGroups (REST only; not in the Python SDK 1.3.0).
+        status, _ = rest_raw("POST", f"/api/hubs/{hub}/:addToGroups?api-version=2024-12-01",
+                             json.dumps({"groups": ["fa", "fb"], "filter": "userId eq 'u2'"}).encode(), "application/json")
+        check(status == 200 and svc.group_exists("fa") and [m.user_id for m in svc.list_connections(group="fb")] == ["u2"],
+              f"addToGroups {status}")
+        status, _ = rest_raw("POST", f"/api/hubs/{hub}/:removeFromGroups?api-version=2024-12-01",
+                             json.dumps({"groups": ["fa", "fb"]}).encode(), "application/json")
+        check(status == 200 and not svc.group_exists("fa"), f"removeFromGroups {status}")
+        # Hub names are case-insensitive.
+        check(service(hub.upper()).connection_exists(ca), "hub case")
         # Tokens from the service itself.
         tok = svc.get_client_access_token(user_id="t", roles=["webpubsub.sendToGroup"], groups=["g"])
         check(tok["url"].startswith(ENDPOINT.replace("http", "ws") + "/client/hubs/" + hub), f"url {tok['baseUrl']}")
@@ -679,6 +689,45 @@ def s_hooks():
         after = stats()
         check(after["groupMessagesPublished"] - before["groupMessagesPublished"] == 1, f"published {before} → {after}")
         check(after["messagesOut"] - before["messagesOut"] == 1, f"messagesOut {before} → {after}")
+
+
+def s_ordering():
+    """Concurrent publishers (3 sockets + REST threads): every reliable receiver sees sequence ids 1..N with no gap or
+    duplicate, each publisher's messages in its own order, and exactly one copy of everything."""
+    hub = "ord" + uuid.uuid4().hex[:6]
+    per = 300
+    receivers = [raw_ws(hub, RELIABLE, groups=["g"]) for _ in range(3)]
+    for r in receivers:
+        recv_json(r)
+    pubs = [raw_ws(hub, JSONP, roles=["webpubsub.sendToGroup"]) for _ in range(3)]
+    for p in pubs:
+        recv_json(p)
+
+    def publish_ws(i):
+        for n in range(per):
+            pubs[i].send(json.dumps({"type": "sendToGroup", "group": "g", "dataType": "json", "data": {"p": i, "n": n}}))
+
+    def publish_rest():
+        svc = service(hub)
+        for n in range(60):
+            svc.send_to_group("g", {"p": 9, "n": n})
+
+    threads = [threading.Thread(target=publish_ws, args=(i,)) for i in range(3)] + [threading.Thread(target=publish_rest)]
+    for t in threads:
+        t.start()
+    total = 3 * per + 60
+    for idx, r in enumerate(receivers):
+        got = [recv_json(r, timeout=20) for _ in range(total)]
+        seqs = [m["sequenceId"] for m in got]
+        check(seqs == list(range(1, total + 1)), f"receiver {idx}: sequence ids not contiguous")
+        for p in (0, 1, 2, 9):
+            ns = [m["data"]["n"] for m in got if m["data"]["p"] == p]
+            check(ns == list(range(len(ns))) and len(ns) == (60 if p == 9 else per), f"receiver {idx}: publisher {p} order")
+        r.send(json.dumps({"type": "sequenceAck", "sequenceId": total}))
+    for t in threads:
+        t.join(10)
+    for w in receivers + pubs:
+        w.close()
 
 
 def s_aio():

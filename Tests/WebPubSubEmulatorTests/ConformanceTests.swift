@@ -8,7 +8,7 @@ import TestSupport
 /// `azure-messaging-webpubsubservice` 1.3.0) through Tests/Peers/emulator_conformance.py.
 /// Serialized: the machine is small and the scenarios measure reconnect timings.
 @Suite(.serialized) struct ConformanceTests {
-    @Test(arguments: ["handshake", "acks", "fanout", "recovery", "dead_session", "kick", "reliable_raw", "nonreliable", "rest", "hooks", "aio"])
+    @Test(arguments: ["handshake", "acks", "fanout", "recovery", "dead_session", "kick", "reliable_raw", "nonreliable", "rest", "hooks", "aio", "ordering"])
     func scenario(_ name: String) throws {
         let output = try withEmulator { try runScenarios($0.connectionString, [name]) }
         #expect(expectPass(output, [name]), "\(output.joined(separator: "\n"))")
