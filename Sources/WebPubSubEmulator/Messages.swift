@@ -8,6 +8,7 @@ public enum DataType: String, Sendable {
 /// A message payload as it travels in the JSON protocols: its type and the raw JSON of `data`
 /// (a JSON string for text, a base64 JSON string for binary/protobuf, any JSON value for json).
 public struct MessageData: Sendable, Equatable {
+    /// `text`, `json`, `binary` or `protobuf`.
     public var dataType: DataType
     /// The JSON text of the `data` field, forwarded verbatim.
     public var rawJSON: [UInt8]
@@ -84,6 +85,7 @@ public enum ClientMessage: Sendable, Equatable {
 
     /// Why a frame is not a valid message (the service closes with 1007).
     public struct ParseError: Error, Equatable, Sendable {
+        /// What was wrong (for the log).
         public var reason: String
     }
 

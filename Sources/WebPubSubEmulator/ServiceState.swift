@@ -95,7 +95,8 @@ final class ServiceState: @unchecked Sendable {
         }
     }
 
-    /// Delivers a data message to one session in its protocol's shape. Returns false if the session overflowed.
+    /// Delivers a data message to one session in its protocol's shape; a reliable session whose buffer overflows
+    /// is closed with 1008 instead.
     private func deliver(_ s: Session, _ p: inout Prepared, _ fx: inout Effects) {
         switch s.kind {
         case .json:

@@ -98,14 +98,14 @@ final class Upstream: Sendable {
         if let userID { headers.append(("ce-userId", userID)) }
         if let subprotocol { headers.append(("ce-subprotocol", subprotocol)) }
         if let state { headers.append(("ce-connectionState", state)) }
-        state_countUpstream()
+        countUpstreamRequest()
         let client = self.client, timeout = self.timeout, finalHeaders = headers
         return validate(validationURL).flatMap {
             client.request(method: .POST, url: url, headers: finalHeaders, body: body, timeout: timeout)
         }
     }
 
-    private func state_countUpstream() {
+    private func countUpstreamRequest() {
         state.lock.withLock { state.stats.upstreamRequests += 1 }
     }
 
@@ -122,7 +122,6 @@ final class Upstream: Sendable {
         guard let h = handler(hub: hub, systemEvent: "connect") else {
             return loop.makeSucceededFuture(.accept(userID: .none, roles: nil, groups: nil, subprotocol: nil, state: nil))
         }
-        func json(_ d: [String: [String]]) -> Any { d }
         let object: [String: Any] = ["claims": claims, "query": query, "headers": headers, "subprotocols": subprotocols,
                                      "clientCertificates": [Any]()]
         let body = (try? JSONSerialization.data(withJSONObject: object)).map { [UInt8]($0) } ?? Array("{}".utf8)

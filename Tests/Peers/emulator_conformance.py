@@ -730,6 +730,16 @@ def s_ordering():
         w.close()
 
 
+def s_shutdown():
+    """Prints CONNECTED, then expects the emulator (stopped by the test) to send disconnected and close 1001."""
+    ws = raw_ws("sd" + uuid.uuid4().hex[:6], RELIABLE)
+    recv_json(ws)
+    print("CONNECTED", flush=True)
+    d = recv_json(ws, timeout=20)
+    check(d["type"] == "system" and d["event"] == "disconnected", f"disconnected {d}")
+    expect_close(ws, 1001)
+
+
 def s_aio():
     """The asyncio client (aiohttp transport): fan-out, an abrupt drop with recovery, then a dead session."""
     import asyncio

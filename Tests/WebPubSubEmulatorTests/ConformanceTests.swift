@@ -44,3 +44,17 @@ import TestSupport
         #expect(expectPass(output, ["events", "connect_reject"]), "\(output.joined(separator: "\n"))")
     }
 }
+
+@Suite struct ShutdownTests {
+    @Test func stopClosesLiveConnectionsWith1001() throws {
+        let emulator = WebPubSubEmulator(configuration: .init(port: 0))
+        try emulator.start()
+        defer { emulator.stop() }
+        let peer = try PeerProcess.python("emulator_conformance.py", [emulator.connectionString, "shutdown"])
+        defer { peer.stop() }
+        try peer.waitForLine(containing: "CONNECTED", timeout: 30)
+        emulator.stop()
+        #expect(peer.waitForExit(timeout: 20) == 0, "\(peer.output.joined(separator: "\n"))")
+        #expect(peer.output.contains("PASS shutdown"), "\(peer.output.joined(separator: "\n"))")
+    }
+}
