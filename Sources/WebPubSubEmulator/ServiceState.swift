@@ -322,6 +322,16 @@ final class ServiceState: @unchecked Sendable {
             case .ping:
                 send(s, textFrame(Downstream.pong), &fx)
                 return
+            case .cancelInvocation:
+                return
+            case .invoke(let id, let name, let data):
+                guard let upstream, upstream.handler(hub: s.hub, userEvent: name) != nil else {
+                    send(s, textFrame(Downstream.invokeResponse(id, data: nil, error: ("InternalServerError", "Internal server error"))), &fx)
+                    return
+                }
+                let payload = data ?? MessageData.binary([])
+                fx.later.append { upstream.userEvent(name, session: s, data: payload, ackID: nil, invocationID: id) }
+                return
             default: break
             }
             if let ackID = message.ackID {
@@ -370,7 +380,7 @@ final class ServiceState: @unchecked Sendable {
                     return fail("InternalServerError", "Internal server error")
                 }
                 fx.later.append { upstream.userEvent(name, session: s, data: data, ackID: ackID) }
-            case .sequenceAck, .ping: break
+            case .sequenceAck, .ping, .invoke, .cancelInvocation: break
             }
         }
     }
@@ -401,9 +411,17 @@ final class ServiceState: @unchecked Sendable {
     }
 
     /// The upstream answered a user event: deliver the body (if any) as a server message, then ack.
-    func eventCompleted(_ s: Session, ackID: UInt64?, response: MessageData?, state: String?, failed: Bool) {
+    func eventCompleted(_ s: Session, ackID: UInt64?, response: MessageData?, state: String?, failed: Bool,
+                        invocationID: String? = nil) {
         mutate { fx in
             guard !s.ended else { return }
+            if let invocationID {
+                if !failed, let state { s.connectionState = state }
+                send(s, textFrame(Downstream.invokeResponse(
+                    invocationID, data: failed ? nil : response,
+                    error: failed ? ("InternalServerError", "Internal server error") : nil)), &fx)
+                return
+            }
             if failed {
                 if s.kind == .raw {
                     close(s, code: .unexpectedServerError, reason: "Internal server error", &fx)

@@ -182,7 +182,7 @@ final class Upstream: Sendable {
     }
 
     /// Blocking user event: the response body comes back to the client before the ack.
-    func userEvent(_ name: String, session s: Session, data: MessageData, ackID: UInt64?) {
+    func userEvent(_ name: String, session s: Session, data: MessageData, ackID: UInt64?, invocationID: String? = nil) {
         guard let h = handler(hub: s.hub, userEvent: name) else { return }
         let state = self.state
         let (ceID, connState): (Int, String?) = state.lock.withLock {
@@ -202,16 +202,17 @@ final class Upstream: Sendable {
                                                defaultType: .binary)
                     if !r.body.isEmpty && response == nil {
                         self.logger.warning("event handler answered invalid JSON", metadata: ["event": "\(name)"])
-                        state.eventCompleted(s, ackID: ackID, response: nil, state: nil, failed: true)
+                        state.eventCompleted(s, ackID: ackID, response: nil, state: nil, failed: true, invocationID: invocationID)
                     } else {
-                        state.eventCompleted(s, ackID: ackID, response: response, state: newState, failed: false)
+                        state.eventCompleted(s, ackID: ackID, response: response, state: newState, failed: false,
+                                             invocationID: invocationID)
                     }
                 case .success(let r):
                     self.logger.warning("event handler answered \(r.status)", metadata: ["event": "\(name)"])
-                    state.eventCompleted(s, ackID: ackID, response: nil, state: nil, failed: true)
+                    state.eventCompleted(s, ackID: ackID, response: nil, state: nil, failed: true, invocationID: invocationID)
                 case .failure(let e):
                     self.logger.warning("event handler failed", metadata: ["event": "\(name)", "error": "\(e)"])
-                    state.eventCompleted(s, ackID: ackID, response: nil, state: nil, failed: true)
+                    state.eventCompleted(s, ackID: ackID, response: nil, state: nil, failed: true, invocationID: invocationID)
                 }
             }
     }

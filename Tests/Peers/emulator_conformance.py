@@ -606,6 +606,18 @@ def s_events():
         check(r.client.is_connected(), "connection dropped after a failing handler")
         time.sleep(0.3)
         check(len(r.server_messages) == 2, "message for 204")
+    # invoke → invokeResponse (newer protocol; not in Python 1.1.0, so on the wire).
+    with raw_ws(hub, RELIABLE, user_id="inv") as ws:
+        recv_json(ws)
+        ws.send(json.dumps({"type": "invoke", "invocationId": "1", "target": "event", "event": "echo", "dataType": "text", "data": "hi"}))
+        r1 = recv_json(ws)
+        check(r1 == {"type": "invokeResponse", "invocationId": "1", "success": True, "dataType": "text", "data": "echo:hi"}, f"invoke {r1}")
+        ws.send(json.dumps({"type": "invoke", "invocationId": "2", "event": "fail", "dataType": "text", "data": "x"}))
+        r2 = recv_json(ws)
+        check(r2["invocationId"] == "2" and r2["success"] is False and r2["error"]["name"] == "InternalServerError", f"invoke fail {r2}")
+        ws.send(json.dumps({"type": "cancelInvocation", "invocationId": "3"}))
+        ws.send(json.dumps({"type": "ping"}))
+        check(recv_json(ws) == {"type": "pong"}, "cancelInvocation accepted")
     # The upstream saw connect, connected, events and (after close) disconnected.
     deadline = time.time() + 10
     while time.time() < deadline:

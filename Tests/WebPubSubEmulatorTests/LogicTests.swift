@@ -137,6 +137,9 @@ import Testing
         #expect(try parse(#"{"type":"sequenceAck","sequenceId":4}"#) == .sequenceAck(4))
         #expect(try parse(#"{"type":"sequenceAck","sequenceId":"5"}"#) == .sequenceAck(5))
         #expect(try parse(#" {"type":"ping"} "#) == .ping)
+        #expect(try parse(#"{"type":"invoke","invocationId":"1","target":"event","event":"e","dataType":"text","data":"x"}"#)
+            == .invoke(invocationID: "1", event: "e", data: .text("x")))
+        #expect(try parse(#"{"type":"cancelInvocation","invocationId":"1"}"#) == .cancelInvocation(invocationID: "1"))
         // dataType defaults to json.
         if case .sendToGroup(_, _, _, let d) = try parse(#"{"type":"sendToGroup","group":"g","data":"s"}"#) {
             #expect(d.dataType == .json)
@@ -152,7 +155,8 @@ import Testing
         #"{"type":"sendToGroup","group":"g","dataType":"xml","data":"a"}"#,
         #"{"type":"sendToGroup","group":"g","data":"a","ttlSeconds":301}"#,
         #"{"type":"event","event":"1x","data":1}"#, #"{"type":"event","data":1}"#,
-        #"{"type":"joinGroup","group":"g"} x"#, "{\"type\":\"ping\",\"x\":\"\u{01}\"}",
+        #"{"type":"joinGroup","group":"g"} x"#, #"{"type":"invoke","event":"e"}"#,
+        #"{"type":"invoke","invocationId":"1","target":"group","event":"e"}"#, "{\"type\":\"ping\",\"x\":\"\u{01}\"}",
     ])
     func refusesMalformed(_ text: String) {
         #expect(throws: ClientMessage.ParseError.self) { try ClientMessage.parse(Array(text.utf8)) }
