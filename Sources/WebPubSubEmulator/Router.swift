@@ -230,6 +230,18 @@ extension WebPubSubEmulator {
             case "expire": found = state.hook(.expire, connectionID: id)
             case "pause": found = state.hook(.pause, connectionID: id)
             case "resume": found = state.hook(.resume, connectionID: id)
+            case "close":
+                guard let code = UInt16(t.first("code") ?? "1011"), (1000...4999).contains(code),
+                      ![1004, 1005, 1006, 1015].contains(code) else {
+                    return .error(.badRequest, "BadRequest", "code must be a sendable close code.")
+                }
+                found = state.closeHook(connectionID: id, code: code, reason: t.first("reason") ?? "",
+                                        disconnected: t.first("disconnected") == "true")
+            case "replay":
+                guard let n = state.replayHook(connectionID: id) else {
+                    return .error(.notFound, "NotFound", "No connection '\(id)'.")
+                }
+                return .json(.ok, "{\"replayed\":\(n)}")
             case "fail-acks":
                 found = state.ackHook(connectionID: id, fail: Int(t.first("count") ?? "1") ?? 1, drop: nil,
                                       delayMilliseconds: t.first("delay-acks-ms").flatMap { Int($0) })

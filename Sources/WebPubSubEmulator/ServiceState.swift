@@ -635,6 +635,31 @@ final class ServiceState: @unchecked Sendable {
         }
     }
 
+    /// Close hook: a close frame with any code. Without `disconnected`; a reliable session survives (like a
+    /// transport failure) unless the code is 1008. `disconnected` sends the system message first.
+    func closeHook(connectionID: String, code: UInt16, reason: String, disconnected: Bool) -> Bool {
+        mutate { fx in
+            guard let s = sessions[connectionID] else { return false }
+            if let ch = s.channel {
+                if disconnected && s.kind != .raw { fx.outbox.add(ch, textFrame(Downstream.disconnected(reason))) }
+                fx.outbox.add(ch, .close(code: WebSocketErrorCode(codeNumber: Int(code)), reason: reason))
+            }
+            if code == 1008 || s.kind != .reliable { end(s, reason: reason, &fx) }
+            logger.info("test hook", metadata: ["hook": "close", "code": "\(code)", "connectionId": "\(connectionID)"])
+            return true
+        }
+    }
+
+    /// Replay hook: sends every unacknowledged message again (duplicates for the client to drop).
+    func replayHook(connectionID: String) -> Int? {
+        mutate { fx in
+            guard let s = sessions[connectionID] else { return nil }
+            guard let pending = s.reliable?.pending else { return 0 }
+            for entry in pending { send(s, .frame(WebSocketFrame(fin: true, opcode: .text, data: entry.payload)), &fx) }
+            return pending.count
+        }
+    }
+
     func isPaused(session id: String) -> Bool { lock.withLock { sessions[id]?.paused ?? false } }
 
     /// Shutdown: every socket gets a close frame; the sessions are gone.

@@ -701,6 +701,27 @@ def s_hooks():
         after = stats()
         check(after["groupMessagesPublished"] - before["groupMessagesPublished"] == 1, f"published {before} → {after}")
         check(after["messagesOut"] - before["messagesOut"] == 1, f"messagesOut {before} → {after}")
+        # replay: unacked messages are sent again (duplicates a client must drop).
+        ws.send(json.dumps({"type": "sequenceAck", "sequenceId": 3}))
+        time.sleep(0.1)
+        check(hook(f"connections/{cid}/replay") == {"replayed": 1}, "replay count")
+        again = recv_json(ws)
+        check(again["sequenceId"] == 4 and again["data"] == "once", f"replayed {again}")
+        # close hook: any code; a reliable session survives anything but 1008.
+        hook(f"connections/{cid}/close?code=4000&reason=custom")
+        expect_close(ws, 4000)
+    check(service(hub).connection_exists(cid), "session lost after close 4000")
+    with Recorder(hub, user_id="c", roles=["webpubsub.joinLeaveGroup"]) as r:
+        r.client.join_group("g")
+        first = r.connection_id
+        hook(f"connections/{first}/close?code=1011&reason=transient")
+        time.sleep(0.5)
+        svc.send_to_group("g", "after-1011", content_type="text/plain")
+        wait_until(lambda: "after-1011" in r.group_data(), timeout=15, what="message after 1011 recovery")
+        check(len(r.connected) == 1 and r.urls == 1, f"1011 was not recovered in place: {len(r.connected)} connected, {r.urls} urls, {[d.message for d in r.disconnected]}")
+        hook(f"connections/{first}/close?code=1008&reason=policy&disconnected=true")
+        wait_until(lambda: len(r.connected) == 2, timeout=20, what="new connection after 1008")
+        check(not service(hub).connection_exists(first), "1008 kept the session")
 
 
 def s_ordering():
