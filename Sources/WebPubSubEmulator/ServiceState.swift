@@ -30,7 +30,8 @@ struct Effects {
 /// Threading: every mutable field lives behind the single `lock` (a NIOLock); sockets belong to several event
 /// loops, and the state is touched from all of them. Socket writes decided under the lock are enqueued on
 /// their loop before the lock is released (see ``Outbox``), which keeps per-connection order.
-/// `@unchecked Sendable`: guarded by `lock`.
+/// `@unchecked Sendable`: guarded by `lock`, except `timerLoop` and `upstream`, which `start()` writes once before
+/// the listener exists and which are only read afterwards.
 final class ServiceState: @unchecked Sendable {
     let lock = NIOLock()
     private var hubs: [String: HubState] = [:]
