@@ -651,6 +651,16 @@ final class ServiceState: @unchecked Sendable {
         }
     }
 
+    /// Frame hook: writes `bytes` to the socket as one text (or binary) frame, verbatim, outside all bookkeeping
+    /// (for client tests of unknown, malformed or out-of-order service messages).
+    func frameHook(connectionID: String, bytes: [UInt8], binary: Bool) -> Bool {
+        mutate { fx in
+            guard let s = sessions[connectionID] else { return false }
+            send(s, .frame(WebSocketFrame(fin: true, opcode: binary ? .binary : .text, data: allocator.buffer(bytes: bytes))), &fx)
+            return true
+        }
+    }
+
     /// Replay hook: sends every unacknowledged message again (duplicates for the client to drop).
     func replayHook(connectionID: String) -> Int? {
         mutate { fx in

@@ -707,6 +707,11 @@ def s_hooks():
         check(hook(f"connections/{cid}/replay") == {"replayed": 1}, "replay count")
         again = recv_json(ws)
         check(again["sequenceId"] == 4 and again["data"] == "once", f"replayed {again}")
+        # frame hook: anything, verbatim (here an old sequence id and an unknown type).
+        req = urllib.request.Request(ENDPOINT + f"/_emulator/connections/{cid}/frame", method="POST",
+                                     data=b'{"type":"future","sequenceId":1}')
+        urllib.request.urlopen(req, timeout=5).read()
+        check(recv_json(ws) == {"type": "future", "sequenceId": 1}, "frame hook")
         # close hook: any code; a reliable session survives anything but 1008.
         hook(f"connections/{cid}/close?code=4000&reason=custom")
         expect_close(ws, 4000)
