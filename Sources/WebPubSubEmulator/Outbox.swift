@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOWebSocket
@@ -14,41 +15,34 @@ enum SocketOp: Sendable {
     case setReading(Bool)
 }
 
-/// Collects socket operations while the state lock is held, then hands them to the event loops.
+/// Collects socket operations while the state lock is held, then hands them to each socket's ``ChannelMailbox``.
 ///
-/// `submit()` must be called while the state lock is still held: `EventLoop.execute` enqueues in FIFO order,
-/// so operations reach each socket in the order the state decided them (sequence ids stay in order even
-/// when two threads fan out to the same connection).
+/// `submit()` must be called while the state lock is still held: mailboxes keep FIFO order, so operations
+/// reach each socket in the order the state decided them (sequence ids stay in order even when two threads
+/// fan out to the same connection).
 struct Outbox {
-    // One batch per event loop; there are only a few loops, so a linear search beats hashing.
-    private var batches: [(loop: any EventLoop, ops: [(any Channel, SocketOp)])] = []
-    private var last = -1
+    private var batches: [ObjectIdentifier: (channel: any Channel, ops: [SocketOp])] = [:]
+    private var order: [ObjectIdentifier] = []
 
-    var isEmpty: Bool { batches.isEmpty }
+    var isEmpty: Bool { order.isEmpty }
 
     mutating func add(_ channel: any Channel, _ op: SocketOp) {
-        let loop = channel.eventLoop
-        if last >= 0, batches[last].loop === loop {
-            batches[last].ops.append((channel, op))
-            return
+        let key = ObjectIdentifier(channel)
+        if batches[key] == nil {
+            batches[key] = (channel, [])
+            order.append(key)
         }
-        if let i = batches.firstIndex(where: { $0.loop === loop }) {
-            last = i
-        } else {
-            batches.append((loop, []))
-            last = batches.count - 1
-        }
-        batches[last].ops.append((channel, op))
+        batches[key]!.ops.append(op)
     }
 
-    /// Schedules every batch on its loop (call with the state lock held).
+    /// Posts every batch to its channel's mailbox (call with the state lock held).
     mutating func submit() {
-        for batch in batches {
-            let ops = batch.ops
-            batch.loop.execute { Outbox.run(ops) }
+        for key in order {
+            let batch = batches[key]!
+            ChannelMailbox.of(batch.channel).post(batch.ops)
         }
-        batches.removeAll()
-        last = -1
+        batches.removeAll(keepingCapacity: true)
+        order.removeAll(keepingCapacity: true)
     }
 
     /// Runs operations on the event loop that owns their channels.
@@ -96,3 +90,64 @@ struct Outbox {
 
 /// The user event announcing a service-initiated close to ``ClientSocketHandler``.
 struct ServiceClosing: Sendable {}
+
+/// The operations waiting for one socket, drained by at most one event-loop task at a time.
+///
+/// Posting a task per message would let a busy publisher flood a receiver's event loop with tasks: the loop
+/// then runs thousands of write tasks before it reads the socket again, so a reliable client's `sequenceAck`s
+/// sit unread and its buffer overflows (1008) although the client acked in time. With a mailbox, everything
+/// posted since the last drain goes out in one task, and the loop gets back to reading.
+///
+/// `@unchecked Sendable`: `ops` and `scheduled` are guarded by `lock`; `channel` is immutable.
+final class ChannelMailbox: @unchecked Sendable {
+    private static let registry = NIOLockedValueBox<[ObjectIdentifier: ChannelMailbox]>([:])
+
+    private let channel: any Channel
+    private let lock = NIOLock()
+    private var ops: [SocketOp] = []
+    private var scheduled = false
+
+    private init(_ channel: any Channel) { self.channel = channel }
+
+    /// The mailbox of `channel`, made on first use and forgotten when the channel closes.
+    static func of(_ channel: any Channel) -> ChannelMailbox {
+        let key = ObjectIdentifier(channel)
+        let (mailbox, isNew) = registry.withLockedValue { boxes -> (ChannelMailbox, Bool) in
+            if let existing = boxes[key] { return (existing, false) }
+            let made = ChannelMailbox(channel)
+            boxes[key] = made
+            return (made, true)
+        }
+        if isNew {
+            channel.closeFuture.whenComplete { _ in
+                // Drain what is left (close frames run their own guards), then forget the mailbox.
+                mailbox.drain()
+                registry.withLockedValue { boxes in
+                    if boxes[key] === mailbox { boxes[key] = nil }
+                }
+            }
+        }
+        return mailbox
+    }
+
+    /// Appends `new` in order and schedules a drain unless one is pending.
+    func post(_ new: [SocketOp]) {
+        let schedule = lock.withLock { () -> Bool in
+            ops.append(contentsOf: new)
+            if scheduled { return false }
+            scheduled = true
+            return true
+        }
+        if schedule { channel.eventLoop.execute { self.drain() } }
+    }
+
+    private func drain() {
+        let batch = lock.withLock { () -> [SocketOp] in
+            scheduled = false
+            defer { ops.removeAll(keepingCapacity: true) }
+            return ops
+        }
+        guard !batch.isEmpty else { return }
+        Outbox.run(batch.map { (channel, $0) })
+    }
+}

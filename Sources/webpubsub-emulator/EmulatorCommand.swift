@@ -27,6 +27,8 @@ struct Serve: ParsableCommand {
     var recoveryWindow: Double = 30
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
+    @Option(help: "Event-loop threads (0 = cores). One keeps every socket's reads and fan-out writes interleaved.")
+    var threads = 1
     @Option(name: .customLong("reliable-buffer-messages"),
             help: "Unacknowledged messages a reliable connection may hold before it is closed with 1008 (the service: 1000).")
     var reliableBufferMessages = 1000
@@ -50,6 +52,7 @@ struct Serve: ParsableCommand {
         var config = WebPubSubEmulator.Configuration(host: host, port: port, accessKey: accessKey,
                                                      eventHandlers: eventHandlers.compactMap(WebPubSubEmulator.EventHandler.init(argument:)))
         config.recoveryWindow = recoveryWindow
+        config.threads = threads
         config.reliableBufferLimits.maxMessages = reliableBufferMessages
         let emulator = WebPubSubEmulator(configuration: config)
         try emulator.start()
@@ -116,7 +119,7 @@ struct Load: ParsableCommand {
     @Option(name: .customLong("reliable-buffer-messages"),
             help: "In-process emulator: unacknowledged messages per reliable connection before close 1008.")
     var reliableBufferMessages = 1000
-    @Option(help: "Emulator event-loop threads (in-process emulator; 0 = cores).") var threads = 0
+    @Option(help: "Emulator event-loop threads (in-process emulator; 0 = cores).") var threads = 1
     @Option(help: "Use a running emulator (its connection string) instead of starting one in-process.")
     var connectionString: String?
 
