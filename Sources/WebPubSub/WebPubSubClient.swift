@@ -57,6 +57,8 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
     private var sequence = SequenceTracker()
     private var lastReceived: DispatchTime = .now()
     private var lastPingSent: DispatchTime = .now()
+    /// Sockets that opened (new connections and recoveries), for tests.
+    private var openedSocketCount = 0
 
     /// Groups this client joined (successfully), in join order.
     private var joinedGroups: [String] = []
@@ -201,6 +203,9 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
 
     /// The groups this client joined (and would rejoin on a new connection).
     public var joinedGroupNames: [String] { onQueue { self.joinedGroups } }
+
+    /// How many sockets opened so far (new connections and recoveries); for tests.
+    var socketsOpened: Int { onQueue { self.openedSocketCount } }
 
     private func onQueue<T>(_ body: () -> T) -> T {
         dispatchPrecondition(condition: .notOnQueue(queue))
@@ -407,6 +412,7 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
     private func socketOpened() {
         dispatchPrecondition(condition: .onQueue(queue))
         lastReceived = .now()
+        openedSocketCount += 1
         switch phase {
         case .recovering:
             cancelTimer(&connectTimer)
