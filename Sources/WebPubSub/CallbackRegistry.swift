@@ -29,6 +29,7 @@ final class CallbackRegistry: @unchecked Sendable {  // `entries` and `nextID` a
 
     var isOnCallbackQueue: Bool { DispatchQueue.getSpecific(key: onCallbackQueueKey) == true }
 
+    @discardableResult
     func add<Event>(_ type: CallbackType<Event>, _ handler: @escaping @Sendable (Event) -> Void) -> Subscription {
         let erased: Handler = { value in
             if let event = value as? Event { handler(event) }
