@@ -760,17 +760,13 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
     private func send(_ op: Operation) {
         // The ack waiter (ackIndex) exists before the frame is written.
         op.state = .sent
-        let written = write(op.frame)
+        guard write(op.frame) else {
+            // The socket refused it (closing, or its output buffer is full): a transient failure.
+            retryOrFail(op, WebPubSubError(.connectionLost, "the socket did not take the message", ackID: op.ackID))
+            return
+        }
         if op.ackID == nil {
-            if written {
-                complete(op, .success(WebPubSubResult(ackID: nil, isDuplicated: false)))
-            } else {
-                op.state = .queued
-                outbox.append(op.serial)
-            }
-        } else if !written {
-            op.state = .queued
-            outbox.append(op.serial)
+            complete(op, .success(WebPubSubResult(ackID: nil, isDuplicated: false)))
         }
     }
 

@@ -338,6 +338,11 @@ struct ClientStateMachineTests {
     }
 }
 
-final class SubscriptionHolder: @unchecked Sendable {  // written once before any callback can read it
-    var value: Subscription?
+final class SubscriptionHolder: @unchecked Sendable {  // `_value` guarded by `lock`
+    private let lock = NSLock()
+    private var _value: Subscription?
+    var value: Subscription? {
+        get { lock.lock(); defer { lock.unlock() }; return _value }
+        set { lock.lock(); _value = newValue; lock.unlock() }
+    }
 }

@@ -11,12 +11,20 @@ final class FakeService: @unchecked Sendable {  // all mutable state guarded by 
     private var _sockets: [FakeSocket] = []
     private var _frames: [String] = []
     /// Runs for every new socket (on the client's queue); default: open and send `connected`.
-    var onConnect: @Sendable (FakeSocket) -> Void = { socket in
+    var onConnect: @Sendable (FakeSocket) -> Void {
+        get { lock.lock(); defer { lock.unlock() }; return _onConnect }
+        set { lock.lock(); _onConnect = newValue; lock.unlock() }
+    }
+    /// Runs for every frame the client writes (on the client's queue); default: ack every ackId with success.
+    var onFrame: @Sendable (FakeSocket, [String: Any]) -> Void {
+        get { lock.lock(); defer { lock.unlock() }; return _onFrame }
+        set { lock.lock(); _onFrame = newValue; lock.unlock() }
+    }
+    private var _onConnect: @Sendable (FakeSocket) -> Void = { socket in
         socket.open()
         socket.deliver(#"{"type":"system","event":"connected","connectionId":"conn\#(socket.index)","userId":"u","reconnectionToken":"tok\#(socket.index)"}"#)
     }
-    /// Runs for every frame the client writes (on the client's queue); default: ack every ackId with success.
-    var onFrame: @Sendable (FakeSocket, [String: Any]) -> Void = { socket, frame in
+    private var _onFrame: @Sendable (FakeSocket, [String: Any]) -> Void = { socket, frame in
         if let id = frame["ackId"] as? Int { socket.deliver(#"{"type":"ack","ackId":\#(id),"success":true}"#) }
     }
 
