@@ -338,6 +338,75 @@ struct ClientStateMachineTests {
     }
 }
 
+extension ClientStateMachineTests {
+    @Test func operationsWaitThroughARecovery() throws {
+        let service = FakeService()
+        let client = service.makeClient { $0.recoveryRetryInterval = 0.2 }
+        try client.open()
+        defer { client.close() }
+        // The service refuses the first recovery attempts (socket never opens), then accepts.
+        service.onConnect = { socket in
+            if socket.index < 4 {
+                socket.serverClose(code: 1006)
+            } else {
+                socket.open()
+                socket.deliver(#"{"type":"system","event":"connected","connectionId":"conn1","userId":"u","reconnectionToken":"tok"}"#)
+            }
+        }
+        service.sockets[0].serverClose(code: 1011)
+        #expect(eventually { client.state == .recovering })
+        let r = try client.sendToGroup("g", .text("held"))  // sent once the connection is back
+        #expect(r.ackID == 1)
+        #expect(service.sockets.count == 4)
+        #expect(client.connectionID == "conn1")
+    }
+
+    @Test func quickSequenceAckPastThreeHundred() throws {
+        let service = FakeService()
+        let client = service.makeClient { $0.sequenceAckInterval = 60 }  // only the quick ack can fire
+        try client.open()
+        defer { client.close() }
+        let s = service.sockets[0]
+        s.deliver(#"{"sequenceId":1,"type":"message","from":"server","dataType":"text","data":"a"}"#)
+        s.deliver(#"{"sequenceId":302,"type":"message","from":"server","dataType":"text","data":"b"}"#)
+        #expect(eventually { service.frames(ofType: "sequenceAck").map { $0["sequenceId"] as? Int } == [302] })
+    }
+
+    @Test func keepaliveDropsASilentConnectionAndRecovers() throws {
+        let service = FakeService()
+        service.onFrame = { socket, frame in
+            // Pings are answered only by the first socket until it goes silent.
+            if let id = frame["ackId"] as? Int { socket.deliver(#"{"type":"ack","ackId":\#(id),"success":true}"#) }
+        }
+        let client = service.makeClient {
+            $0.keepAliveInterval = 0.05
+            $0.keepAliveTimeout = 0.3
+        }
+        try client.open()
+        defer { client.close() }
+        #expect(eventually { service.frames(ofType: "ping").count >= 2 })
+        #expect(eventually(timeout: 5) { service.sockets.count == 2 && client.isConnected })
+        #expect(service.sockets[1].request.url.query?.contains("awps_reconnection_token") == true)
+    }
+
+    @Test func closeWhileTheCredentialIsSlow() throws {
+        let service = FakeService()
+        let client = service.makeClient(credential: {
+            Thread.sleep(forTimeInterval: 0.3)
+            return URL(string: "ws://fake/client/hubs/h?access_token=t")!
+        })
+        let opened = Collector<Result<Void, WebPubSubError>>()
+        client.open { opened.append($0) }
+        Thread.sleep(forTimeInterval: 0.05)
+        client.close()
+        let r = opened.wait(count: 1)
+        if case .failure(let e)? = r.first { #expect(e.code == .openFailed) } else { Issue.record("open did not fail") }
+        Thread.sleep(forTimeInterval: 0.4)
+        #expect(service.sockets.isEmpty)
+        #expect(client.state == .stopped)
+    }
+}
+
 final class SubscriptionHolder: @unchecked Sendable {  // `_value` guarded by `lock`
     private let lock = NSLock()
     private var _value: Subscription?
