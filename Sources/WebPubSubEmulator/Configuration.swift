@@ -1,0 +1,81 @@
+import Foundation
+import Logging
+
+extension WebPubSubEmulator {
+    /// The default access key of Microsoft's emulator (and of this one).
+    public static let defaultAccessKey = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH"
+
+    /// An upstream event handler: where CloudEvents for a hub go.
+    public struct EventHandler: Sendable, Equatable {
+        /// The hub name (case-insensitive), or `*` for every hub.
+        public var hub: String
+        /// The URL template; `{hub}` and `{event}` are substituted.
+        public var urlTemplate: String
+        /// The user events sent there: `*` for all, or a comma-separated list of names.
+        public var userEventPattern: String
+        /// The system events sent there (`connect`, `connected`, `disconnected`).
+        public var systemEvents: Set<String>
+
+        /// Creates a handler. By default every user event and every system event goes to `urlTemplate`.
+        public init(hub: String, urlTemplate: String, userEventPattern: String = "*",
+                    systemEvents: Set<String> = ["connect", "connected", "disconnected"]) {
+            self.hub = hub
+            self.urlTemplate = urlTemplate
+            self.userEventPattern = userEventPattern
+            self.systemEvents = systemEvents
+        }
+
+        /// Parses the command-line form `HUB=URL_TEMPLATE`.
+        public init?(argument: String) {
+            guard let eq = argument.firstIndex(of: "="), eq != argument.startIndex else { return nil }
+            let url = String(argument[argument.index(after: eq)...])
+            guard url.hasPrefix("http://") || url.hasPrefix("https://") else { return nil }
+            self.init(hub: String(argument[..<eq]), urlTemplate: url)
+        }
+
+        func handles(hub: String) -> Bool { self.hub == "*" || self.hub.lowercased() == hub.lowercased() }
+
+        func handles(userEvent: String) -> Bool {
+            userEventPattern == "*"
+                || userEventPattern.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces).lowercased() == userEvent.lowercased() }
+        }
+    }
+
+    /// Emulator settings.
+    public struct Configuration: Sendable {
+        /// Address to bind.
+        public var host: String = "127.0.0.1"
+        /// Port to bind; 0 picks a free one (read ``WebPubSubEmulator/port`` after ``WebPubSubEmulator/start()``).
+        public var port: Int = 8080
+        /// The access key signing client and REST tokens (its UTF-8 bytes are the HMAC key).
+        public var accessKey: String = WebPubSubEmulator.defaultAccessKey
+        /// Upstream event handlers, first match wins.
+        public var eventHandlers: [EventHandler] = []
+        /// Logger (tokens are never logged).
+        public var logger: Logger = Logger(label: "WebPubSubEmulator")
+        /// How long a dropped reliable session waits for recovery (the service: 30 s).
+        public var recoveryWindow: TimeInterval = 30
+        /// Limits of the reliable protocol's unacknowledged buffer.
+        public var reliableBufferLimits = ReliableBuffer<Int>.Limits()
+        /// Largest client message (the service: 1 MB per frame; larger closes with 1009).
+        public var maxMessageSize: Int = 1 << 20
+        /// How many processed ack ids each connection remembers for `Duplicate` answers.
+        public var ackMemoryCapacity: Int = 1000
+        /// Timeout of upstream event-handler calls.
+        public var eventHandlerTimeout: TimeInterval = 30
+        /// Interval of WebSocket ping frames sent to clients (the service: 20 s); nil sends none.
+        public var keepAliveInterval: TimeInterval? = 20
+        /// Event-loop threads; 0 uses the number of cores.
+        public var threads: Int = 0
+
+        /// Creates a configuration with the defaults of Microsoft's emulator.
+        public init(host: String = "127.0.0.1", port: Int = 8080, accessKey: String = WebPubSubEmulator.defaultAccessKey,
+                    eventHandlers: [EventHandler] = [], logger: Logger = Logger(label: "WebPubSubEmulator")) {
+            self.host = host
+            self.port = port
+            self.accessKey = accessKey
+            self.eventHandlers = eventHandlers
+            self.logger = logger
+        }
+    }
+}

@@ -1,0 +1,99 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import WebPubSubEmulator
+
+@main
+struct EmulatorCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "webpubsub-emulator",
+        abstract: "A local Azure Web PubSub service (client WebSocket endpoint, REST API, event handlers).",
+        subcommands: [Serve.self, Token.self],
+        defaultSubcommand: Serve.self)
+}
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Run the emulator (the default). Prints its connection string when ready.")
+
+    @Option(help: "Address to bind.") var host = "127.0.0.1"
+    @Option(help: "Port to bind (0 picks a free port; the real one is printed).") var port = 8080
+    @Option(name: .customLong("access-key"), help: "Access key (at least 32 characters).")
+    var accessKey = WebPubSubEmulator.defaultAccessKey
+    @Option(name: .customLong("event-handler"), help: "HUB=URL_TEMPLATE ({hub}, {event}); HUB may be * for every hub.")
+    var eventHandlers: [String] = []
+    @Option(name: .customLong("recovery-window"), help: "Seconds a dropped reliable connection may be recovered.")
+    var recoveryWindow: Double = 30
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "info"
+
+    func validate() throws {
+        guard accessKey.utf8.count >= 32, !accessKey.contains(";"), !accessKey.contains(where: { $0.isASCII && $0.asciiValue! < 32 }) else {
+            throw ValidationError("--access-key must be at least 32 bytes, without ';' or control characters.")
+        }
+        for h in eventHandlers where WebPubSubEmulator.EventHandler(argument: h) == nil {
+            throw ValidationError("--event-handler must be HUB=http(s)://…, got '\(h)'.")
+        }
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        var config = WebPubSubEmulator.Configuration(host: host, port: port, accessKey: accessKey,
+                                                     eventHandlers: eventHandlers.compactMap(WebPubSubEmulator.EventHandler.init(argument:)))
+        config.recoveryWindow = recoveryWindow
+        let emulator = WebPubSubEmulator(configuration: config)
+        try emulator.start()
+
+        let done = DispatchSemaphore(value: 0)
+        var sources: [any DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { done.signal() }
+            source.resume()
+            sources.append(source)
+        }
+        // The ready line, written straight to fd 1 so it is never stuck in a buffer.
+        FileHandle.standardOutput.write(Data((emulator.connectionString + "\n").utf8))
+        done.wait()
+        emulator.stop()
+        _ = sources
+    }
+}
+
+struct Token: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "token", abstract: "Print a client access URL.")
+
+    @Option(help: "Hub name.") var hub: String
+    @Option(help: "User id (sub).") var user: String?
+    @Option(help: "Role, e.g. webpubsub.joinLeaveGroup (repeatable).") var role: [String] = []
+    @Option(help: "Group joined at connect (repeatable).") var group: [String] = []
+    @Option(help: "Lifetime in minutes.") var minutes = 60
+    @Option(name: .customLong("connection-string"), help: "Connection string of the service.")
+    var connectionString = "Endpoint=http://localhost:8080;AccessKey=\(WebPubSubEmulator.defaultAccessKey);Version=1.0;"
+
+    func run() throws {
+        var endpoint: String?, key: String?, port: String?
+        for part in connectionString.split(separator: ";") {
+            guard let eq = part.firstIndex(of: "=") else { throw ValidationError("Malformed connection string segment '\(part)'.") }
+            let k = part[..<eq].lowercased(), v = String(part[part.index(after: eq)...])
+            switch k {
+            case "endpoint": endpoint = v
+            case "accesskey": key = v
+            case "port": port = v
+            default: break
+            }
+        }
+        guard var endpoint, let key else { throw ValidationError("The connection string needs Endpoint and AccessKey.") }
+        while endpoint.hasSuffix("/") { endpoint.removeLast() }
+        if let port { endpoint += ":\(port)" }
+        print(WebPubSubEmulator.clientAccessURL(endpoint: endpoint, accessKey: key, hub: hub, userID: user, roles: role,
+                                                groups: group, expiresIn: TimeInterval(minutes * 60)))
+    }
+}

@@ -1,0 +1,206 @@
+import Foundation
+import NIOCore
+import Testing
+
+@testable import WebPubSubEmulator
+
+/// Pure logic: tokens, permissions, ack memory, reliable buffer, message parsing/encoding, filters.
+@Suite struct TokenTests {
+    let codec = AccessTokenCodec(accessKey: WebPubSubEmulator.defaultAccessKey)
+    let now = Int(Date().timeIntervalSince1970)
+
+    @Test func signAndVerifyRoundTrip() throws {
+        let claims = AccessTokenClaims(audience: "http://localhost:8080/client/hubs/Chat", expires: now + 60, issuedAt: now,
+                                       userID: "u1", roles: ["webpubsub.joinLeaveGroup"], groups: ["g1"])
+        let token = codec.sign(claims)
+        let back = try codec.verify(token) { Audience.matchesClient(aud: $0, host: "localhost:8080", hub: "chat") }
+        #expect(back == claims)
+    }
+
+    @Test func refusesBadSignatureExpiryAndAudience() {
+        let good = codec.sign(AccessTokenClaims(audience: "http://h:1/client/hubs/a", expires: now + 60))
+        let other = AccessTokenCodec(accessKey: String(repeating: "Z", count: 44))
+        #expect(throws: AccessTokenError.badSignature) {
+            try other.verify(good) { _ in true }
+        }
+        let expired = codec.sign(AccessTokenClaims(audience: "http://h:1/client/hubs/a", expires: now - 600))
+        #expect(throws: AccessTokenError.expired) { try codec.verify(expired) { _ in true } }
+        #expect(throws: AccessTokenError.audienceMismatch) {
+            try codec.verify(good) { Audience.matchesClient(aud: $0, host: "h:1", hub: "b") }
+        }
+        #expect(throws: AccessTokenError.malformed) { try codec.verify("a.b") { _ in true } }
+        // Within the 5-minute clock skew an expired token still passes.
+        let skewed = codec.sign(AccessTokenClaims(audience: "x", expires: now - 60))
+        #expect((try? codec.verify(skewed) { _ in true }) != nil)
+    }
+
+    @Test func audienceRules() {
+        #expect(Audience.matchesClient(aud: "http://LOCALHOST:8080/client/hubs/Chat", host: "127.0.0.1:8080", hub: "chat"))
+        #expect(Audience.matchesClient(aud: "wss://h/client/hubs/chat", host: "h", hub: "Chat"))
+        #expect(!Audience.matchesClient(aud: "http://h:1/client/hubs/chat", host: "h:2", hub: "chat"))
+        #expect(!Audience.matchesClient(aud: "ftp://h/client/hubs/chat", host: "h", hub: "chat"))
+        let uri = "/api/hubs/chat/groups/g1/:send?excluded=c1&api-version=2024-12-01"
+        #expect(Audience.matchesREST(aud: "http://h:1" + uri, host: "h:1", uri: uri))
+        #expect(Audience.matchesREST(aud: "http://h:1/api/hubs/chat/groups/g1/:send", host: "h:1", uri: uri))
+        #expect(Audience.matchesREST(aud: "http://h:1/api/hubs/chat/groups/g1/%3Asend", host: "h:1", uri: uri))
+        #expect(Audience.matchesREST(aud: "http://h:1/api/", host: "h:1", uri: uri))
+        #expect(!Audience.matchesREST(aud: "http://h:1/api/hubs/other/:send", host: "h:1", uri: uri))
+    }
+}
+
+@Suite struct PermissionTests {
+    @Test func rolesGrantWhatTheySay() {
+        let p = PermissionSet(roles: ["webpubsub.joinLeaveGroup.g1", "webpubsub.sendToGroup", "nonsense"])
+        #expect(p.allows(.joinLeaveGroup, group: "g1"))
+        #expect(!p.allows(.joinLeaveGroup, group: "g2"))
+        #expect(p.allows(.sendToGroup, group: "anything"))
+        #expect(!PermissionSet(roles: []).allows(.sendToGroup, group: "g"))
+    }
+
+    @Test func wildcardRoles() {
+        let p = PermissionSet(roles: ["webpubsub.joinLeaveGroups.room.*", "webpubsub.sendToGroups.a.**"])
+        #expect(p.allows(.joinLeaveGroup, group: "room.1"))
+        #expect(!p.allows(.joinLeaveGroup, group: "room.1.x"))
+        #expect(p.allows(.sendToGroup, group: "a.b.c"))
+        #expect(GroupPattern.matches(pattern: "g?", name: "g1"))
+        #expect(!GroupPattern.matches(pattern: "g?", name: "g."))
+        #expect(GroupPattern.matches(pattern: #"lit\*"#, name: "lit*"))
+        #expect(!GroupPattern.matches(pattern: #"lit\*"#, name: "litx"))
+    }
+
+    @Test func grantAndRevokeAtRunTime() {
+        var p = PermissionSet(roles: ["webpubsub.joinLeaveGroup"])
+        p.revoke(.joinLeaveGroup, group: "g")  // revoking one group wins over the role for all groups
+        #expect(!p.allows(.joinLeaveGroup, group: "g"))
+        #expect(p.allows(.joinLeaveGroup, group: "h"))
+        #expect(!p.allowsAll(.joinLeaveGroup))
+        p.grant(.joinLeaveGroup, group: "g")
+        #expect(p.allows(.joinLeaveGroup, group: "g"))
+        p.revoke(.joinLeaveGroup, group: nil)
+        #expect(!p.allows(.joinLeaveGroup, group: "h"))
+        p.grant(.sendToGroup, group: nil)
+        #expect(p.allowsAll(.sendToGroup) && p.allows(.sendToGroup, group: "z"))
+    }
+}
+
+@Suite struct AckAndReliableTests {
+    @Test func ackMemoryKeepsTheMostRecent() {
+        var m = AckMemory(capacity: 3)
+        for id in [1, 2, 3, 2, 4] as [UInt64] { m.record(id) }
+        #expect(!m.contains(1))
+        #expect(m.contains(2) && m.contains(3) && m.contains(4))
+        #expect(m.count == 3)
+        var big = AckMemory()
+        for id in 1...1500 as ClosedRange<UInt64> { big.record(id) }
+        #expect(big.count == 1000 && !big.contains(500) && big.contains(501) && big.contains(1500))
+    }
+
+    @Test func sequenceIDsAndCumulativeAcks() {
+        var b = ReliableBuffer<String>(limits: .init(maxMessages: 5, maxBytes: 100))
+        for i in 1...4 { #expect(b.append(size: 10) { "m\($0)" }?.0 == UInt64(i)) }
+        b.acknowledge(0)
+        #expect(b.count == 4)
+        b.acknowledge(2)
+        #expect(b.pending.map(\.payload) == ["m3", "m4"] && b.bytes == 20)
+        b.acknowledge(1)  // older: ignored
+        #expect(b.count == 2)
+        b.acknowledge(99)  // beyond the last: clamps
+        #expect(b.count == 0 && b.acknowledged == 4)
+        #expect(b.append(size: 1) { "m\($0)" }?.0 == 5)
+    }
+
+    @Test func overflowByCountAndBytes() {
+        var b = ReliableBuffer<Int>(limits: .init(maxMessages: 2, maxBytes: 1000))
+        #expect(b.append(size: 1) { Int($0) } != nil)
+        #expect(b.append(size: 1) { Int($0) } != nil)
+        #expect(b.append(size: 1) { Int($0) } == nil)
+        var c = ReliableBuffer<Int>(limits: .init(maxMessages: 100, maxBytes: 10))
+        #expect(c.append(size: 6) { Int($0) } != nil)
+        #expect(c.append(size: 6) { Int($0) } == nil)
+        #expect(c.lastSequenceID == 1)
+        // Defaults are the service's.
+        #expect(ReliableBuffer<Int>.Limits() == .init(maxMessages: 1000, maxBytes: 16 * 1024 * 1024))
+    }
+}
+
+@Suite struct MessageTests {
+    func parse(_ s: String) throws -> ClientMessage { try ClientMessage.parse(Array(s.utf8)) }
+
+    @Test func parsesEveryRequest() throws {
+        #expect(try parse(#"{"type":"joinGroup","group":"g","ackId":1}"#) == .joinGroup(group: "g", ackID: 1))
+        #expect(try parse(#"{"type":"leaveGroup","group":"g"}"#) == .leaveGroup(group: "g", ackID: nil))
+        #expect(try parse(#"{"type":"sendToGroup","group":"g","ackId":3,"dataType":"json","data":{"a":[1,2.5e3]},"noEcho":true}"#)
+            == .sendToGroup(group: "g", ackID: 3, noEcho: true, data: MessageData(dataType: .json, rawJSON: Array(#"{"a":[1,2.5e3]}"#.utf8))))
+        #expect(try parse(#"{"type":"event","event":"ev","dataType":"binary","data":"AAE="}"#)
+            == .event(name: "ev", ackID: nil, data: MessageData(dataType: .binary, rawJSON: Array(#""AAE=""#.utf8))))
+        #expect(try parse(#"{"type":"event","event":"ev","dataType":"protobuf","data":"AAE="}"#).ackID == nil)
+        #expect(try parse(#"{"type":"sequenceAck","sequenceId":4}"#) == .sequenceAck(4))
+        #expect(try parse(#"{"type":"sequenceAck","sequenceId":"5"}"#) == .sequenceAck(5))
+        #expect(try parse(#" {"type":"ping"} "#) == .ping)
+        // dataType defaults to json.
+        if case .sendToGroup(_, _, _, let d) = try parse(#"{"type":"sendToGroup","group":"g","data":"s"}"#) {
+            #expect(d.dataType == .json)
+        } else { Issue.record("not a sendToGroup") }
+    }
+
+    @Test(arguments: [
+        "{", "[]", #"{"type":"nope"}"#, #"{"group":"g"}"#, #"{"type":"joinGroup"}"#, #"{"type":"joinGroup","group":""}"#,
+        #"{"type":"joinGroup","group":"g","ackId":-1}"#, #"{"type":"joinGroup","group":"g","ackId":1.5}"#,
+        #"{"type":"sendToGroup","group":"g","dataType":"text","data":1}"#,
+        #"{"type":"sendToGroup","group":"g","dataType":"binary","data":"@@"}"#,
+        #"{"type":"sendToGroup","group":"g","dataType":"json","data":null}"#,
+        #"{"type":"sendToGroup","group":"g","dataType":"xml","data":"a"}"#,
+        #"{"type":"sendToGroup","group":"g","data":"a","ttlSeconds":301}"#,
+        #"{"type":"event","event":"1x","data":1}"#, #"{"type":"event","data":1}"#,
+        #"{"type":"joinGroup","group":"g"} x"#, "{\"type\":\"ping\",\"x\":\"\u{01}\"}",
+    ])
+    func refusesMalformed(_ text: String) {
+        #expect(throws: ClientMessage.ParseError.self) { try ClientMessage.parse(Array(text.utf8)) }
+    }
+
+    @Test func encodesOnceAndSplicesSequenceIDs() throws {
+        let body = Downstream.groupMessage(group: "g\"1", data: .text("hé\n"), fromUserID: nil)
+        let text = String(decoding: body, as: UTF8.self)
+        #expect(text == #"{"type":"message","from":"group","group":"g\"1","dataType":"text","data":"hé\n","fromUserId":null}"#)
+        let spliced = String(decoding: Downstream.withSequenceID(7, body), as: UTF8.self)
+        #expect(spliced.hasPrefix(#"{"sequenceId":7,"type":"message""#))
+        let object = try JSONSerialization.jsonObject(with: Data(spliced.utf8)) as? [String: Any]
+        #expect(object?["sequenceId"] as? Int == 7 && object?["data"] as? String == "hé\n")
+        #expect(String(decoding: Downstream.ack(3, error: ("Forbidden", "no")), as: UTF8.self)
+            == #"{"type":"ack","ackId":3,"success":false,"error":{"name":"Forbidden","message":"no"}}"#)
+        #expect(String(decoding: Downstream.connected(connectionID: "c", userID: nil, reconnectionToken: "t"), as: UTF8.self)
+            == #"{"type":"system","event":"connected","userId":null,"connectionId":"c","reconnectionToken":"t"}"#)
+    }
+
+    @Test func payloadConversions() {
+        #expect(MessageData.fromHTTP(body: Array("hi".utf8), contentType: "text/plain; charset=utf-8", defaultType: .binary) == .text("hi"))
+        #expect(MessageData.fromHTTP(body: Array("{bad".utf8), contentType: "application/json", defaultType: .binary) == nil)
+        #expect(MessageData.fromHTTP(body: [0, 255], contentType: nil, defaultType: .binary)?.decodedBytes == [0, 255])
+        #expect(MessageData.text("a\"b").decodedBytes == Array("a\"b".utf8))
+        #expect(MessageData.binary([1, 2]).rawFrame.isText == false)
+        #expect(JSONScanner.decodeString(Array(#""\ud83d\ude00\u00e9""#.utf8), 0..<20) == "😀é")
+    }
+}
+
+@Suite struct FilterTests {
+    let alice = ODataFilter.Subject(connectionID: "c1", userID: "alice", groups: ["g1", "room.a"])
+    let anon = ODataFilter.Subject(connectionID: "c2", userID: nil, groups: [])
+
+    @Test(arguments: [
+        ("userId eq 'alice'", true, false), ("userId ne 'alice'", false, true), ("'g1' in groups", true, false),
+        ("userId in ('bob', 'alice')", true, false), ("userId eq null", false, true),
+        ("not ('g1' in groups) and connectionId ne 'c9'", false, true), ("userId eq 'x' or connectionId eq 'c2'", false, true),
+        ("startswith(userId, 'al')", true, false), ("tolower('ALICE') eq userId", true, false), ("length(groups) gt 1", true, false),
+        ("contains(connectionId, '2')", false, true), ("userId eq 'it''s'", false, false),
+    ])
+    func evaluates(_ text: String, _ forAlice: Bool, _ forAnon: Bool) throws {
+        let f = try ODataFilter(text)
+        #expect(f.matches(alice) == forAlice)
+        #expect(f.matches(anon) == forAnon)
+    }
+
+    @Test(arguments: ["userId eq", "bogus eq 'a'", "'a' in (", "userId eq 'open", "userId $ 'a'", "(userId eq 'a'"])
+    func rejectsBadSyntax(_ text: String) {
+        #expect(throws: ODataFilter.SyntaxError.self) { try ODataFilter(text) }
+    }
+}
