@@ -54,4 +54,23 @@ static inline uint64_t cssl_SSL_OP_NO_RENEGOTIATION(void) { return SSL_OP_NO_REN
 static inline uint64_t cssl_SSL_OP_IGNORE_UNEXPECTED_EOF(void) { return SSL_OP_IGNORE_UNEXPECTED_EOF; }
 static inline unsigned int cssl_X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS(void) { return X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS; }
 
+static inline int cssl_SSL_VERIFY_PEER(void) { return SSL_VERIFY_PEER; }
+static inline int cssl_SSL_VERIFY_NONE(void) { return SSL_VERIFY_NONE; }
+
+/// A memory BIO whose reads return -1 with "retry" when empty (the default, made explicit).
+static inline BIO *cssl_BIO_new_mem(void) {
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (bio != NULL) { BIO_set_mem_eof_return(bio, -1); }
+    return bio;
+}
+
+/// Bytes waiting in a BIO (BIO_ctrl_pending is a function, BIO_pending a macro).
+static inline size_t cssl_BIO_pending(BIO *bio) { return BIO_ctrl_pending(bio); }
+
+/// SHA-1 of `len` bytes into `out` (20 bytes) through EVP. Returns 1 on success.
+static inline int cssl_sha1(const void *data, size_t len, unsigned char *out) {
+    unsigned int outLen = 0;
+    return EVP_Digest(data, len, out, &outLen, EVP_sha1(), NULL);
+}
+
 #endif

@@ -1,0 +1,339 @@
+import Dispatch
+import Foundation
+import Testing
+import TestSupport
+@testable import WebSocket
+
+/// Every test that opens sockets lives under this serialized suite, so descriptor and thread counts
+/// taken by one test are not disturbed by another of this target.
+@Suite("Real peers", .serialized, .timeLimit(.minutes(3)))
+struct RealPeerTests {
+    @Test("echo: text and binary, small and large, over ws://")
+    func echo() throws {
+        let (peer, port) = try startPeer("echo")
+        defer { peer.stop() }
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/echo?access_token=secret")
+        #expect(r.waitForOpen())
+        let big = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let sent: [WebSocketMessage] = [
+            .text("hello"), .binary([1, 2, 3]), .text(""), .text("héllo wörld ✓"), .binary(big),
+            .text(String(repeating: "x", count: 70_000)),
+        ]
+        for m in sent { #expect(c.send(m)) }
+        let got = r.waitForMessages(sent.count)
+        #expect(got == sent)
+        c.close(code: .normalClosure, reason: "done")
+        let report = r.waitForClose()
+        #expect(report?.code == .normalClosure)
+        #expect(report?.wasClean == true)
+        #expect(report?.error == nil)
+        #expect(c.bufferedAmount == 0)
+    }
+
+    @Test("outgoing fragmentation and ping/pong against websockets")
+    func outgoingFragmentsAndPing() throws {
+        let (peer, port) = try startPeer("echo")
+        defer { peer.stop() }
+        var config = WebSocketConfiguration()
+        config.outgoingFragmentSize = 1000
+        let (c, r) = startConnection("ws://localhost:\(port)/", configuration: config)
+        #expect(r.waitForOpen())
+        let text = String(repeating: "abcdé", count: 1000)
+        c.send(text: text)
+        c.ping([7, 7])
+        #expect(r.waitForMessages(1) == [.text(text)])
+        #expect(r.wait { $0.contains { if case .pong([7, 7]) = $0 { return true } else { return false } } })
+        c.close()
+        #expect(r.waitForClose()?.code == .normalClosure)
+    }
+
+    @Test("subprotocol offered and echoed by websockets")
+    func subprotocolEchoed() throws {
+        let (peer, port) = try startPeer("echo", ["--subprotocol", "json.webpubsub.azure.v1"])
+        defer { peer.stop() }
+        var config = WebSocketConfiguration()
+        config.subprotocols = ["json.webpubsub.azure.v1"]
+        config.additionalHeaders = [("Authorization", "Bearer secret")]
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/", configuration: config)
+        #expect(r.waitForOpen())
+        #expect(r.opened?.subprotocol == "json.webpubsub.azure.v1")
+        c.close()
+        _ = r.waitForClose()
+    }
+
+    @Test("websockets refuses a subprotocol it does not know → typed error")
+    func subprotocolRefused() throws {
+        let (peer, port) = try startPeer("echo", ["--subprotocol", "a"])
+        defer { peer.stop() }
+        var config = WebSocketConfiguration()
+        config.subprotocols = ["b"]
+        let (_, r) = startConnection("ws://127.0.0.1:\(port)/", configuration: config)
+        let report = r.waitForClose()
+        #expect(report?.code == .abnormalClosure)
+        // websockets answers 400 when no offered subprotocol is acceptable
+        #expect(report?.error?.code == .upgradeRejected || report?.error?.code == .subprotocolMismatch)
+        #expect(r.openCount == 0)
+    }
+
+    @Test("fragmented messages with a ping between fragments; automatic pong")
+    func fragments() throws {
+        let (peer, port) = try startPeer("fragments")
+        defer { peer.stop() }
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/")
+        let got = r.waitForMessages(2)
+        #expect(got == [.text("Hello, wörld"), .binary([0, 1, 2, 3])])
+        try peer.waitForLine(containing: "PONG p1", timeout: 5)
+        c.close()
+        #expect(r.waitForClose()?.wasClean == true)
+        try peer.waitForLine(containing: "CLIENT_CLOSE 1000", timeout: 5)
+    }
+
+    @Test("server ping gets a pong")
+    func serverPing() throws {
+        let (peer, port) = try startPeer("ping")
+        defer { peer.stop() }
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/")
+        #expect(r.waitForOpen())
+        try peer.waitForLine(containing: "PONG abc", timeout: 5)
+        c.close()
+        _ = r.waitForClose()
+    }
+
+    @Test("bytes that follow the 101 response reach the frame parser")
+    func pipelined() throws {
+        let (peer, port) = try startPeer("pipelined")
+        defer { peer.stop() }
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/")
+        #expect(r.waitForMessages(2) == [.text("early"), .text("second")])
+        c.close()
+        _ = r.waitForClose()
+    }
+
+    @Test("server closes with a code: echoed, reported clean", arguments: [1000, 1001, 1008, 1011, 3000, 4999])
+    func serverCloses(code: Int) throws {
+        let (peer, port) = try startPeer("close", [String(code)])
+        defer { peer.stop() }
+        let (_, r) = startConnection("ws://127.0.0.1:\(port)/")
+        let report = r.waitForClose()
+        #expect(report?.code.rawValue == UInt16(code))
+        #expect(report?.reason == "bye")
+        #expect(report?.wasClean == true)
+        #expect(report?.error == nil)
+        try peer.waitForLine(containing: "CLIENT_CLOSE \(code)", timeout: 5)
+    }
+
+    @Test("abrupt TCP close → 1006 with connectionReset")
+    func abrupt() throws {
+        let (peer, port) = try startPeer("abrupt")
+        defer { peer.stop() }
+        let (_, r) = startConnection("ws://127.0.0.1:\(port)/")
+        let report = r.waitForClose()
+        #expect(r.messages == [.text("hi")])
+        #expect(report?.code == .abnormalClosure)
+        #expect(report?.wasClean == false)
+        #expect(report?.error?.code == .connectionReset)
+    }
+
+    @Test("oversized message → close 1009")
+    func oversize() throws {
+        let (peer, port) = try startPeer("oversize", ["200000"])
+        defer { peer.stop() }
+        var config = WebSocketConfiguration()
+        config.maximumMessageSize = 100_000
+        let (_, r) = startConnection("ws://127.0.0.1:\(port)/", configuration: config)
+        let report = r.waitForClose()
+        #expect(report?.code == .messageTooBig)
+        #expect(report?.error?.code == .messageTooBig)
+        #expect(r.messages.isEmpty)
+        try peer.waitForLine(containing: "CLIENT_CLOSE 1009", timeout: 5)
+    }
+
+    @Test("invalid UTF-8 in a fragment → close 1007")
+    func badUTF8() throws {
+        let (peer, port) = try startPeer("badutf8")
+        defer { peer.stop() }
+        let (_, r) = startConnection("ws://127.0.0.1:\(port)/")
+        let report = r.waitForClose()
+        #expect(report?.code == .invalidFramePayloadData)
+        #expect(report?.error?.code == .invalidUTF8)
+        try peer.waitForLine(containing: "CLIENT_CLOSE 1007", timeout: 5)
+    }
+
+    @Test("reserved bits → close 1002")
+    func badFrame() throws {
+        let (peer, port) = try startPeer("badframe")
+        defer { peer.stop() }
+        let (_, r) = startConnection("ws://127.0.0.1:\(port)/")
+        let report = r.waitForClose()
+        #expect(report?.code == .protocolError)
+        #expect(report?.error?.code == .protocolViolation)
+        try peer.waitForLine(containing: "CLIENT_CLOSE 1002", timeout: 5)
+    }
+
+    @Test("close code 1005 received on the wire → 1002")
+    func badCloseCode() throws {
+        let (peer, port) = try startPeer("badclosecode")
+        defer { peer.stop() }
+        let (_, r) = startConnection("ws://127.0.0.1:\(port)/")
+        let report = r.waitForClose()
+        #expect(report?.code == .protocolError)
+        try peer.waitForLine(containing: "CLIENT_CLOSE 1002", timeout: 5)
+    }
+
+    @Test("HTTP 401 on the upgrade → upgradeRejected with status, headers and body")
+    func http401() throws {
+        let (peer, port) = try startPeer("http401")
+        defer { peer.stop() }
+        let (_, r) = startConnection("ws://127.0.0.1:\(port)/client?access_token=x")
+        let report = r.waitForClose()
+        let error = report?.error
+        #expect(error?.code == .upgradeRejected)
+        #expect(error?.httpStatus == 401)
+        #expect(error?.httpBodyText == "unauthorized: token expired\n")
+        #expect(error?.httpHeaders.contains { $0.name == "WWW-Authenticate" && $0.value == "Bearer" } == true)
+        #expect(report?.code == .abnormalClosure)
+        #expect(r.openCount == 0)
+    }
+
+    @Test("missing or different subprotocol in the answer → subprotocolMismatch", arguments: ["noproto", "wrongproto"])
+    func subprotocolMismatch(mode: String) throws {
+        let (peer, port) = try startPeer(mode)
+        defer { peer.stop() }
+        var config = WebSocketConfiguration()
+        config.subprotocols = ["json.webpubsub.azure.v1"]
+        let (_, r) = startConnection("ws://127.0.0.1:\(port)/", configuration: config)
+        #expect(r.waitForClose()?.error?.code == .subprotocolMismatch)
+        #expect(r.openCount == 0)
+    }
+
+    @Test("wrong Sec-WebSocket-Accept → invalidAcceptKey")
+    func badAccept() throws {
+        let (peer, port) = try startPeer("badaccept")
+        defer { peer.stop() }
+        let (_, r) = startConnection("ws://127.0.0.1:\(port)/")
+        #expect(r.waitForClose()?.error?.code == .invalidAcceptKey)
+    }
+
+    @Test("a server that accepts TCP and never answers → timedOut within the connect timeout")
+    func silent() throws {
+        let (peer, port) = try startPeer("silent")
+        defer { peer.stop() }
+        var config = WebSocketConfiguration()
+        config.connectTimeout = 0.5
+        let start = Date()
+        let (_, r) = startConnection("ws://127.0.0.1:\(port)/", configuration: config)
+        let report = r.waitForClose(timeout: 5)
+        #expect(report?.error?.code == .timedOut)
+        #expect(Date().timeIntervalSince(start) < 2)
+    }
+
+    @Test("connection refused → connectionFailed with errno")
+    func refused() throws {
+        let port = try unusedPort()
+        let (_, r) = startConnection("ws://127.0.0.1:\(port)/")
+        let report = r.waitForClose()
+        #expect(report?.error?.code == .connectionFailed)
+        #expect(report?.error?.errno == ECONNREFUSED)
+    }
+
+    @Test("invalid URLs → invalidURL", arguments: ["http://127.0.0.1/", "ws:///nohost", "ftp://x"])
+    func invalidURL(url: String) throws {
+        let (_, r) = startConnection(url)
+        #expect(r.waitForClose()?.error?.code == .invalidURL)
+    }
+
+    @Test("unknown host name → nameResolutionFailed")
+    func unknownHost() throws {
+        let (_, r) = startConnection("ws://no-such-host.invalid/")
+        #expect(r.waitForClose()?.error?.code == .nameResolutionFailed)
+    }
+
+    @Test("keep-alive: a peer that goes mute fails with pongTimeout")
+    func keepAliveTimeout() throws {
+        let (peer, port) = try startPeer("mute")
+        defer { peer.stop() }
+        var config = WebSocketConfiguration()
+        config.keepAlive = .init(interval: 0.1, timeout: 0.5)
+        let (_, r) = startConnection("ws://127.0.0.1:\(port)/", configuration: config)
+        #expect(r.waitForOpen())
+        let report = r.waitForClose(timeout: 5)
+        #expect(report?.error?.code == .pongTimeout)
+        #expect(report?.code == .abnormalClosure)
+    }
+
+    @Test("keep-alive: a live peer answers pings and the connection stays up")
+    func keepAliveAlive() throws {
+        let (peer, port) = try startPeer("echo")
+        defer { peer.stop() }
+        var config = WebSocketConfiguration()
+        config.keepAlive = .init(interval: 0.1, timeout: 0.5)
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/", configuration: config)
+        #expect(r.waitForOpen())
+        Thread.sleep(forTimeInterval: 1.2)
+        #expect(r.report == nil)
+        #expect(r.events.contains { if case .pong = $0 { return true } else { return false } })
+        c.close()
+        #expect(r.waitForClose()?.code == .normalClosure)
+    }
+
+    @Test("messages sent before open are delivered after open; abort reports cancelled")
+    func earlySendAndAbort() throws {
+        let (peer, port) = try startPeer("echo")
+        defer { peer.stop() }
+        let c = WebSocketConnection(url: URL(string: "ws://127.0.0.1:\(port)/")!, queue: DispatchQueue(label: "t"))
+        let r = Recorder()
+        c.send(text: "first")
+        c.connect(handlers: r.handlers)
+        #expect(r.waitForMessages(1) == [.text("first")])
+        c.abort()
+        let report = r.waitForClose()
+        #expect(report?.error?.code == .cancelled)
+        #expect(report?.code == .abnormalClosure)
+        Thread.sleep(forTimeInterval: 0.1)
+        #expect(r.closeCount == 1)
+    }
+
+    @Test("send from the owner queue acts directly; handlers run on the owner queue")
+    func ownerQueue() throws {
+        let (peer, port) = try startPeer("echo")
+        defer { peer.stop() }
+        let q = DispatchQueue(label: "owner")
+        let c = WebSocketConnection(url: URL(string: "ws://127.0.0.1:\(port)/")!, queue: q)
+        let r = Recorder()
+        let base = r.handlers
+        c.connect(
+            handlers: WebSocketHandlers(
+                onOpen: { resp in
+                    dispatchPrecondition(condition: .onQueue(q))
+                    base.onOpen(resp)
+                    // Called on the owner queue: encoded and written before returning.
+                    c.send(text: "from-queue")
+                },
+                onMessage: { m in
+                    dispatchPrecondition(condition: .onQueue(q))
+                    base.onMessage(m)
+                },
+                onClose: base.onClose))
+        #expect(r.waitForMessages(1) == [.text("from-queue")])
+        c.close()
+        _ = r.waitForClose()
+    }
+}
+
+/// A loopback port nothing listens on (bound, then closed).
+func unusedPort() throws -> Int {
+    let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(s) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, len) }
+    }
+    _ = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) }
+    }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
