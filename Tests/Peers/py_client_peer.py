@@ -3,7 +3,7 @@
 Usage: py_client_peer.py URL GROUP NAME [--protocol json|json-reliable] [--seconds N]
 
 Opens, joins GROUP, prints `READY <connectionId>`, publishes `hello from NAME` (text) and a JSON
-object {"from": NAME, "n": 1}, and answers every text message that does not come from itself with
+object {"from": NAME, "n": 1}, and answers every text message from another user with
 `NAME echo: <text>`. Every group message received is printed as `RECEIVED <dataType> <data>`.
 Exits after --seconds (default 20) or on stdin EOF / SIGTERM, closing the client.
 """
@@ -40,7 +40,7 @@ def main() -> int:
         else:
             shown = data
         print(f"RECEIVED {e.data_type} {shown}", flush=True)
-        if e.data_type == WebPubSubDataType.TEXT and not str(data).startswith(args.name) and "echo:" not in str(data):
+        if e.data_type == WebPubSubDataType.TEXT and e.from_user_id != args.name and "echo:" not in str(data):
             client.send_to_group(args.group, f"{args.name} echo: {data}", WebPubSubDataType.TEXT)
 
     client.subscribe(CallbackType.GROUP_MESSAGE, on_group_message)
