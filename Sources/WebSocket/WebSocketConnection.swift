@@ -43,7 +43,8 @@ private final class Backlog: @unchecked Sendable {  // fields guarded by `lock`
     func reserve(_ n: Int, limit: Int) -> Bool {
         lock.lock()
         defer { lock.unlock() }
-        if n > 0 && enqueued + buffered + n > limit { return false }
+        // A message always fits into an empty buffer, whatever its size.
+        if enqueued + buffered > 0 && enqueued + buffered + n > limit { return false }
         enqueued += n
         return true
     }
@@ -165,7 +166,9 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     /// connection opens are held until it does; after close they are dropped.
     ///
     /// - Returns: false (and drops the message) when it would take ``bufferedAmount`` beyond
-    ///   ``WebSocketConfiguration/maximumBufferedAmount``; wait for ``bufferedAmount`` to drop and retry.
+    ///   ``WebSocketConfiguration/maximumBufferedAmount`` (a message always fits into an empty buffer);
+    ///   wait for ``bufferedAmount`` to drop and retry. True does not mean delivered: a message accepted
+    ///   here is dropped if the connection closes first.
     @discardableResult
     public func send(_ message: WebSocketMessage) -> Bool {
         let size: Int
@@ -522,7 +525,10 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         while phase == .open || phase == .closing {
             let action: WebSocketStateMachine.Action
             do {
-                guard let frame = try parser.next() else { return }
+                guard let frame = try parser.next() else {
+                    if let partial = parser.partialFrame() { perform(machine.inspectPartial(partial.opcode, partial.payload)) }
+                    return
+                }
                 action = machine.receive(frame)
             } catch {
                 action = machine.receive(error)

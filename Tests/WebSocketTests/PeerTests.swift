@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Logging
 import Testing
 import TestSupport
 @testable import WebSocket
@@ -336,4 +337,138 @@ func unusedPort() throws -> Int {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) }
     }
     return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+extension RealPeerTests {
+    @Test("backpressure: bufferedAmount grows against a peer that reads nothing; send refuses past the limit")
+    func backpressure() throws {
+        let (peer, port) = try startPeer("noread")
+        defer { peer.stop() }
+        var config = WebSocketConfiguration()
+        config.maximumBufferedAmount = 1 << 20
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/", configuration: config)
+        #expect(r.waitForOpen())
+        let chunk = [UInt8](repeating: 1, count: 64 * 1024)
+        var refused = false
+        for _ in 0..<2000 {
+            if !c.send(binary: chunk) {
+                refused = true
+                break
+            }
+            Thread.sleep(forTimeInterval: 0.001)
+        }
+        #expect(refused)
+        let amount = c.bufferedAmount
+        #expect(amount > 0 && amount <= (1 << 20) + 64 * 1024, "\(amount)")
+        c.abort()
+        #expect(r.waitForClose()?.error?.code == .cancelled)
+        #expect(c.bufferedAmount == 0)
+    }
+
+    @Test("close handshake timeout: a peer that never answers our close → closeTimeout, 1006")
+    func closeTimeout() throws {
+        let (peer, port) = try startPeer("mute")
+        defer { peer.stop() }
+        var config = WebSocketConfiguration()
+        config.closeTimeout = 0.3
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/", configuration: config)
+        #expect(r.waitForOpen())
+        let start = Date()
+        c.close(code: .goingAway, reason: "bye")
+        let report = r.waitForClose(timeout: 5)
+        #expect(report?.error?.code == .closeTimeout)
+        #expect(report?.code == .abnormalClosure)
+        #expect(report?.wasClean == false)
+        #expect(Date().timeIntervalSince(start) < 2)
+    }
+
+    @Test("close() before the connection opens cancels it")
+    func closeBeforeOpen() throws {
+        let (peer, port) = try startPeer("silent")
+        defer { peer.stop() }
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/")
+        c.close()
+        let report = r.waitForClose(timeout: 3)
+        #expect(report?.error?.code == .cancelled)
+        #expect(r.openCount == 0)
+    }
+
+    @Test("send from many threads at once: every message echoed, per-thread order kept")
+    func concurrentSenders() throws {
+        let (peer, port) = try startPeer("echo")
+        defer { peer.stop() }
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/")
+        #expect(r.waitForOpen())
+        DispatchQueue.concurrentPerform(iterations: 8) { t in
+            for i in 0..<100 { c.send(text: "\(t):\(i)") }
+        }
+        let got = r.waitForMessages(800)
+        #expect(got.count == 800)
+        var last: [Int: Int] = [:]
+        for case .text(let s) in got {
+            let parts = s.split(separator: ":").compactMap { Int($0) }
+            #expect(parts[1] == last[parts[0], default: -1] + 1)
+            last[parts[0]] = parts[1]
+        }
+        c.close()
+        _ = r.waitForClose()
+    }
+}
+
+/// Keeps every log line (message + metadata) in memory.
+final class CapturedLogs: @unchecked Sendable {  // `lines` guarded by `lock`
+    private let lock = NSLock()
+    private var lines: [String] = []
+    func append(_ s: String) {
+        lock.lock()
+        lines.append(s)
+        lock.unlock()
+    }
+    var all: [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return lines
+    }
+}
+
+struct CapturingLogHandler: LogHandler {
+    let sink: CapturedLogs
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(event: LogEvent) {
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        sink.append("\(event.level) \(event.message) \(merged)")
+    }
+}
+
+extension RealPeerTests {
+    @Test("logs never hold the access token, the Authorization header or the query string")
+    func logRedaction() throws {
+        let (peer, port) = try startPeer("echo")
+        defer { peer.stop() }
+        let sink = CapturedLogs()
+        var logger = Logger(label: "redaction", factory: { _ in CapturingLogHandler(sink: sink) })
+        logger.logLevel = .trace
+        var config = WebSocketConfiguration()
+        config.additionalHeaders = [("Authorization", "Bearer hunter2-header")]
+        let c = WebSocketConnection(
+            url: URL(string: "ws://127.0.0.1:\(port)/client/hubs/h?access_token=hunter2-token&x=1")!,
+            configuration: config, queue: DispatchQueue(label: "log"), logger: logger)
+        let r = Recorder()
+        c.connect(handlers: r.handlers)
+        #expect(r.waitForOpen())
+        c.close()
+        _ = r.waitForClose()
+        let lines = sink.all
+        #expect(!lines.isEmpty)
+        #expect(lines.contains { $0.contains("ws://127.0.0.1:\(port)/client/hubs/h?<redacted>") })
+        for line in lines {
+            #expect(!line.contains("hunter2"), "\(line)")
+            #expect(!line.contains("access_token"), "\(line)")
+        }
+    }
 }
