@@ -382,6 +382,43 @@ struct EmulatorClientTests {
     }
 }
 
+extension EmulatorClientTests {
+    @Test func completionHandlerFormsRunInOrderOnTheCallbackQueue() throws {
+        let emu = try EmulatorFixture(upstream: true)
+        let queue = DispatchQueue(label: "test.callbacks")
+        let client = emu.client(userID: "u") { $0.callbackQueue = queue }
+        let steps = Collector<String>()
+        @Sendable func record(_ name: String, _ result: Result<WebPubSubResult, WebPubSubError>) {
+            dispatchPrecondition(condition: .onQueue(queue))
+            switch result {
+            case .success(let r): steps.append("\(name) ok \(r.ackID.map(String.init) ?? "-")")
+            case .failure(let e): steps.append("\(name) failed \(e.code)")
+            }
+        }
+        client.open { result in
+            dispatchPrecondition(condition: .onQueue(queue))
+            steps.append(result.isSuccess ? "open ok" : "open failed")
+            client.joinGroup("g") { record("join", $0) }
+            client.sendToGroup("g", .text("x")) { record("send", $0) }
+            client.sendEvent("ev", .text("y")) { record("event", $0) }
+            client.leaveGroup("g") { record("leave", $0) }
+            client.sendToGroup("", .text("x")) { record("bad", $0) }
+        }
+        let got = steps.wait(count: 6)
+        // Completions come in the order the operations finished: the bad one at once, the rest on their acks.
+        #expect(got.prefix(2) == ["open ok", "bad failed invalidArgument"])
+        #expect(Set(got.dropFirst(2)) == ["join ok 1", "send ok 2", "event ok 3", "leave ok 4"])
+        let closed = Collector<Bool>()
+        client.close { closed.append(true) }
+        #expect(closed.wait(count: 1) == [true])
+        #expect(client.state == .stopped)
+    }
+}
+
+extension Result {
+    var isSuccess: Bool { if case .success = self { return true } else { return false } }
+}
+
 @Suite("Interop with the Python SDK", .timeLimit(.minutes(1)))
 struct PythonInteropTests {
     @Test(arguments: [WebPubSubProtocol.jsonReliable, .json])
