@@ -415,6 +415,40 @@ extension EmulatorClientTests {
     }
 }
 
+extension EmulatorClientTests {
+    /// P17: more than the service's 1000-message buffer within one ack period. Only the quick
+    /// sequence ack (at +300) keeps the receiver's session alive.
+    @Test func quickSequenceAcksKeepABusyReceiverAlive() throws {
+        let emu = try EmulatorFixture()
+        let publisher = emu.client(userID: "pub")
+        let receiver = emu.client(userID: "sub") { $0.sequenceAckInterval = 30 }  // the timer never fires here
+        let got = Collector<Int>()
+        let connects = Collector<String>()
+        receiver.subscribe(.groupMessage) { got.append(Int($0.content.text ?? "") ?? -1) }
+        receiver.subscribe(.connected) { connects.append($0.connectionID) }
+        try publisher.open()
+        try receiver.open()
+        defer {
+            publisher.close()
+            receiver.close()
+        }
+        try receiver.joinGroup("burst")
+        let total = 3000
+        var next = 1
+        while next <= total {
+            // Keep at most 400 messages ahead of the receiver (a fast but not unbounded publisher).
+            let upTo = min(total, next + 399)
+            for i in next...upTo { publisher.sendToGroup("burst", .text("\(i)"), fireAndForget: true) { _ in } }
+            got.wait(count: upTo - 200)
+            next = upTo + 1
+        }
+        let values = got.wait(count: total, timeout: 30)
+        #expect(values == Array(1...total))
+        #expect(connects.values.count == 1)
+        #expect(receiver.socketsOpened == 1)
+    }
+}
+
 extension Result {
     var isSuccess: Bool { if case .success = self { return true } else { return false } }
 }
