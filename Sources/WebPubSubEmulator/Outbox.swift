@@ -20,29 +20,35 @@ enum SocketOp: Sendable {
 /// so operations reach each socket in the order the state decided them (sequence ids stay in order even
 /// when two threads fan out to the same connection).
 struct Outbox {
-    private var batches: [ObjectIdentifier: (loop: any EventLoop, ops: [(any Channel, SocketOp)])] = [:]
-    private var order: [ObjectIdentifier] = []
+    // One batch per event loop; there are only a few loops, so a linear search beats hashing.
+    private var batches: [(loop: any EventLoop, ops: [(any Channel, SocketOp)])] = []
+    private var last = -1
 
-    var isEmpty: Bool { order.isEmpty }
+    var isEmpty: Bool { batches.isEmpty }
 
     mutating func add(_ channel: any Channel, _ op: SocketOp) {
-        let key = ObjectIdentifier(channel.eventLoop)
-        if batches[key] == nil {
-            batches[key] = (channel.eventLoop, [])
-            order.append(key)
+        let loop = channel.eventLoop
+        if last >= 0, batches[last].loop === loop {
+            batches[last].ops.append((channel, op))
+            return
         }
-        batches[key]!.ops.append((channel, op))
+        if let i = batches.firstIndex(where: { $0.loop === loop }) {
+            last = i
+        } else {
+            batches.append((loop, []))
+            last = batches.count - 1
+        }
+        batches[last].ops.append((channel, op))
     }
 
     /// Schedules every batch on its loop (call with the state lock held).
     mutating func submit() {
-        for key in order {
-            let batch = batches[key]!
+        for batch in batches {
             let ops = batch.ops
             batch.loop.execute { Outbox.run(ops) }
         }
-        batches.removeAll(keepingCapacity: true)
-        order.removeAll(keepingCapacity: true)
+        batches.removeAll()
+        last = -1
     }
 
     /// Runs operations on the event loop that owns their channels.

@@ -101,12 +101,14 @@ final class ServiceState: @unchecked Sendable {
         case .json:
             send(s, .frame(WebSocketFrame(fin: true, opcode: .text, data: p.json)), &fx)
         case .reliable:
-            let prefix = Downstream.sequencePrefix(s.reliable!.lastSequenceID + 1)
             let tail = p.tail
             let alloc = allocator
-            guard let (_, buffer) = s.reliable!.append(size: prefix.count + tail.readableBytes, { _ in
-                var b = alloc.buffer(capacity: prefix.count + tail.readableBytes)
-                b.writeBytes(prefix)
+            guard let (_, buffer) = s.reliable!.append(size: tail.readableBytes + 24, { sequenceID in
+                // `{"sequenceId":N,` + the shared body minus its `{`: no re-encoding per receiver.
+                var b = alloc.buffer(capacity: tail.readableBytes + 24)
+                b.writeStaticString(#"{"sequenceId":"#)
+                b.writeString(String(sequenceID))
+                b.writeInteger(UInt8(ascii: ","))
                 b.writeImmutableBuffer(tail)
                 return b
             }) else {
@@ -377,6 +379,16 @@ final class ServiceState: @unchecked Sendable {
         mutate { fx in
             guard !s.ended else { return }
             stats.messagesIn += 1
+            if let g = s.rawSendGroup {
+                guard s.permissions.allows(.sendToGroup, group: g) else {
+                    logger.warning("raw sendToGroup without permission; closing 1008", metadata: ["connectionId": "\(s.id)"])
+                    close(s, code: .policyViolation, reason: "The client does not have permission to send to group '\(g)'.", &fx)
+                    return
+                }
+                let data = text ? MessageData.text(String(decoding: bytes, as: UTF8.self)) : MessageData.binary(bytes)
+                publish(hubKey: s.hubKey, group: g, data: data, fromUserID: s.userID, skip: nil, excluded: [], filter: nil, &fx)
+                return
+            }
             guard let upstream, upstream.handler(hub: s.hub, userEvent: "message") != nil else {
                 logger.warning("raw client message with no event handler; closing 1011", metadata: ["connectionId": "\(s.id)"])
                 close(s, code: .unexpectedServerError, reason: "Internal server error", &fx)

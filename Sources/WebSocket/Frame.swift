@@ -37,6 +37,8 @@ struct FrameParser: Sendable {
     var maximumFrameSize: Int
     private var buffer: [UInt8] = []
     private var start = 0
+    /// Buffer capacity kept once empty; a bigger buffer (after a large frame) is released.
+    static let retainedCapacity = 256 * 1024
 
     init(maximumFrameSize: Int) {
         self.maximumFrameSize = maximumFrameSize
@@ -60,7 +62,7 @@ struct FrameParser: Sendable {
 
     private mutating func compactIfUseful() {
         if start == buffer.count {
-            buffer.removeAll(keepingCapacity: true)
+            buffer.removeAll(keepingCapacity: buffer.capacity <= Self.retainedCapacity)
             start = 0
         } else if start > 65_536 && start > buffer.count / 2 {
             buffer.removeSubrange(0..<start)
@@ -126,7 +128,7 @@ struct FrameParser: Sendable {
         let payload = Array(buffer[payloadStart..<(payloadStart + h.length)])
         start += total
         if start == buffer.count {
-            buffer.removeAll(keepingCapacity: true)
+            buffer.removeAll(keepingCapacity: buffer.capacity <= Self.retainedCapacity)
             start = 0
         }
         return WebSocketFrame(fin: h.fin, opcode: h.opcode, payload: payload)

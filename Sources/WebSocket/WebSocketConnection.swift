@@ -92,6 +92,7 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
 
     // Everything below is confined to `queue`.
     private var phase: Phase = .idle
+    private var connectCalled = false
     private var handlers: WebSocketHandlers?
     private var endpoint: WebSocketEndpoint?
     private var addresses: [ResolvedAddress] = []
@@ -104,6 +105,7 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     private var tls: TLSSession?
     private var handshake: Handshake?
     private var responseBuffer: [UInt8] = []
+    private var headScanned = 0
     private var rejection: (status: Int, headers: [(name: String, value: String)], body: [UInt8], wanted: Int)?
     private var parser: FrameParser
     private var machine: WebSocketStateMachine
@@ -114,6 +116,8 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     private var earlyMessages: [(WebSocketMessage, Int)] = []
     private var connectTimer: (any DispatchSourceTimer)?
     private var closeTimer: (any DispatchSourceTimer)?
+    private var bodyTimer: (any DispatchSourceTimer)?
+    private var attemptTimer: (any DispatchSourceTimer)?
     private var pingTimer: (any DispatchSourceTimer)?
     private var watchdogTimer: (any DispatchSourceTimer)?
     private var failure: WebSocketError?
@@ -225,7 +229,13 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     // MARK: Connecting
 
     private func start(_ handlers: WebSocketHandlers) {
-        guard phase == .idle else { return }
+        guard !connectCalled else { return }
+        connectCalled = true
+        guard phase == .idle else {
+            // close() or abort() came before connect(): still report exactly once.
+            handlers.onClose(makeReport())
+            return
+        }
         self.handlers = handlers
         let ep: WebSocketEndpoint
         do {
@@ -239,6 +249,10 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         logger.debug("connecting")
         connectTimer = makeTimer(after: configuration.connectTimeout) { [self] in
             guard self.phase != .open && self.phase != .closing && self.phase != .closed else { return }
+            if self.phase == .collectingBody {
+                self.finishRejection()
+                return
+            }
             self.failConnect(WebSocketError(.timedOut, "connecting took longer than \(self.configuration.connectTimeout) s"))
         }
         phase = .resolving
@@ -280,7 +294,18 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
             if rc == 0 || errno == EINPROGRESS {
                 fd = s
                 installSources(fd: s)
-                if rc == 0 { tcpConnected() }
+                if rc == 0 {
+                    tcpConnected()
+                } else if addresses.count - nextAddress > 0 {
+                    // More addresses to try: don't let one that drops SYNs eat the whole connect timeout.
+                    let share = configuration.connectTimeout / Double(addresses.count)
+                    attemptTimer = makeTimer(after: max(share, 1)) { [self] in
+                        guard self.phase == .connecting, self.fd == s else { return }
+                        self.lastConnectErrno = ETIMEDOUT
+                        self.removeSources()
+                        self.tryNextAddress()
+                    }
+                }
                 return
             }
             lastConnectErrno = errno
@@ -334,12 +359,16 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
             return
         }
         lastConnectErrno = err
+        attemptTimer?.cancel()
+        attemptTimer = nil
         removeSources()
         tryNextAddress()
     }
 
     private func tcpConnected() {
         guard let ep = endpoint else { return }
+        attemptTimer?.cancel()
+        attemptTimer = nil
         handshake = Handshake.random(subprotocols: configuration.subprotocols)
         if ep.secure {
             do {
@@ -478,7 +507,9 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
 
     private func parseUpgradeResponse() {
         guard let handshake else { return }
-        switch handshake.parse(responseBuffer) {
+        let outcome = handshake.parse(responseBuffer, scannedUpTo: headScanned)
+        headScanned = responseBuffer.count
+        switch outcome {
         case .needMore:
             return
         case .failed(let e):
@@ -487,10 +518,18 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
             let wanted = min(length ?? Handshake.maximumBodySize, Handshake.maximumBodySize)
             rejection = (status, headers, body, wanted)
             responseBuffer = []
-            if body.count >= wanted || length == nil && body.count > 0 {
+            if body.count >= wanted {
                 finishRejection()
             } else {
                 phase = .collectingBody
+                if length == nil {
+                    // No Content-Length (chunked, or a keep-alive answer): take what arrives in a short
+                    // grace period rather than waiting for an end that may never come.
+                    bodyTimer = makeTimer(after: min(0.25, configuration.connectTimeout)) { [self] in
+                        guard self.phase == .collectingBody else { return }
+                        self.finishRejection()
+                    }
+                }
             }
         case .upgraded(let response, let leftover):
             responseBuffer = []
@@ -657,8 +696,10 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         if let tls {
             scratch.removeAll(keepingCapacity: true)
             FrameEncoder.encode(opcode: opcode, fin: fin, payload: payload, maskKey: key, into: &scratch)
-            if let e = scratch.withUnsafeBytes({ tls.write($0) }) {
-                connectionLost(e)
+            let error = scratch.withUnsafeBytes { tls.write($0) }
+            if scratch.capacity > 1 << 20 { scratch = [] }  // don't keep a large message's buffer around
+            if let error {
+                connectionLost(error)
                 return
             }
             tls.drainOutput(into: &outbound)
@@ -766,9 +807,11 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
             }
         }
         phase = .closed
-        for t in [connectTimer, closeTimer, pingTimer, watchdogTimer] { t?.cancel() }
+        for t in [connectTimer, closeTimer, bodyTimer, attemptTimer, pingTimer, watchdogTimer] { t?.cancel() }
         connectTimer = nil
         closeTimer = nil
+        bodyTimer = nil
+        attemptTimer = nil
         pingTimer = nil
         watchdogTimer = nil
         removeSources()

@@ -405,6 +405,18 @@ def s_nonreliable():
         check(ws.recv(timeout=5) == "t", "raw text")
         check(json.loads(ws.recv(timeout=5)) == {"a": 1}, "raw json")
         check(ws.recv(timeout=5) == b"\x07", "raw binary")
+    # Plain clients in webpubsub_mode=sendToGroup publish every frame to the group (1008 without permission).
+    with raw_ws(hub, JSONP, groups=["g"]) as rx:
+        recv_json(rx)
+        url = url_for(hub, user_id="pub", roles=["webpubsub.sendToGroup.g"]) + "&webpubsub_mode=sendToGroup&group=g"
+        with ws_connect(url, open_timeout=5) as pub:
+            pub.send("from raw")
+            m = recv_json(rx)
+            check(m["data"] == "from raw" and m["dataType"] == "text" and m["fromUserId"] == "pub", f"raw publish {m}")
+        url = url_for(hub, user_id="pub") + "&webpubsub_mode=sendToGroup&group=g"
+        with ws_connect(url, open_timeout=5) as pub:
+            pub.send("denied")
+            expect_close(pub, 1008)
 
 
 def s_bad_input():
@@ -657,6 +669,88 @@ def s_hooks():
         after = stats()
         check(after["groupMessagesPublished"] - before["groupMessagesPublished"] == 1, f"published {before} → {after}")
         check(after["messagesOut"] - before["messagesOut"] == 1, f"messagesOut {before} → {after}")
+
+
+def s_aio():
+    """The asyncio client (aiohttp transport): fan-out, an abrupt drop with recovery, then a dead session."""
+    import asyncio
+    from azure.messaging.webpubsubclient.aio import WebPubSubClient as AioClient
+    from azure.messaging.webpubsubclient.aio import WebPubSubClientCredential as AioCredential
+
+    hub = "aio" + uuid.uuid4().hex[:6]
+
+    async def main():
+        got, connected = [], []
+
+        async def provider():
+            return url_for(hub, user_id="aio", roles=["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"])
+
+        client = AioClient(credential=AioCredential(provider), message_retry_total=0)
+
+        async def on_group(e):
+            got.append(e.data)
+
+        async def on_connected(e):
+            connected.append(e.connection_id)
+
+        await client.subscribe(CallbackType.GROUP_MESSAGE, on_group)
+        await client.subscribe(CallbackType.CONNECTED, on_connected)
+        await client.open()
+        try:
+            async def until(pred, what, timeout=15):
+                deadline = time.time() + timeout
+                while not pred():
+                    if time.time() > deadline:
+                        raise Failure(f"timed out waiting for {what}")
+                    await asyncio.sleep(0.02)
+
+            await until(lambda: connected, "connected")
+            await client.join_group("g")
+            await client.send_to_group("g", "a0", WebPubSubDataType.TEXT)
+            await until(lambda: got == ["a0"], "own message")
+            svc = service(hub)
+            hook(f"connections/{connected[0]}/drop")
+            for i in range(1, 20):
+                svc.send_to_group("g", f"a{i}", content_type="text/plain")
+            await until(lambda: len(got) >= 20, "messages after recovery")
+            await asyncio.sleep(1.2)
+            check(got == [f"a{i}" for i in range(20)] and len(connected) == 1, f"aio recovery {got} {connected}")
+            hook(f"connections/{connected[0]}/expire")
+            await until(lambda: len(connected) == 2, "reconnect after 1008", timeout=20)
+            await until(lambda: service(hub).group_exists("g"), "rejoin")
+            svc.send_to_group("g", "after", content_type="text/plain")
+            await until(lambda: got[-1:] == ["after"], "message after rejoin")
+        finally:
+            await client.close()
+
+    asyncio.run(main())
+
+
+def s_recovery_window():
+    """Run against an emulator whose recovery window is 1 s: after it, the session is gone and recovery gets 1008."""
+    hub = "win" + uuid.uuid4().hex[:6]
+    ws = raw_ws(hub, RELIABLE, groups=["g"])
+    c = recv_json(ws)
+    hook(f"connections/{c['connectionId']}/drop")
+    try:
+        ws.recv(timeout=2)
+    except (ConnectionClosed, TimeoutError):
+        pass
+    ws.close()
+    check(service(hub).connection_exists(c["connectionId"]), "session gone before the window ended")
+    check(service(hub).group_exists("g"), "groups dropped during the window")
+    time.sleep(1.6)
+    check(not service(hub).connection_exists(c["connectionId"]), "session kept after the window")
+    check(not service(hub).group_exists("g"), "group kept after the window")
+    rec = url_for(hub) + f"&awps_connection_id={c['connectionId']}&awps_reconnection_token={c['reconnectionToken']}"
+    with ws_connect(rec, subprotocols=[RELIABLE], open_timeout=5) as ws2:
+        expect_close(ws2, 1008)
+    # A forged reconnection token for a live session is refused too.
+    with raw_ws(hub, RELIABLE) as live:
+        c2 = recv_json(live)
+        forged = url_for(hub) + f"&awps_connection_id={c2['connectionId']}&awps_reconnection_token={c['reconnectionToken']}"
+        with ws_connect(forged, subprotocols=[RELIABLE], open_timeout=5) as ws3:
+            expect_close(ws3, 1008)
 
 
 SCENARIOS = {name[2:]: fn for name, fn in globals().items() if name.startswith("s_")}

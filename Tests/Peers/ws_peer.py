@@ -17,6 +17,7 @@ Modes served with raw asyncio sockets (a hand-made handshake, then a script):
   badclosecode    sends close with code 1005 (invalid on the wire)
   pipelined       sends the 101 and a text frame "early" in one write
   http401         answers the upgrade with 401 and a body
+  http403chunked  answers with 403, a chunked body and keep-alive (no Content-Length, no close)
   noproto         101 without Sec-WebSocket-Protocol (client offers one)
   wrongproto      101 with a subprotocol that was not offered
   badaccept       101 with a wrong Sec-WebSocket-Accept
@@ -126,6 +127,31 @@ async def drain_client(reader, writer, echo=False):
 CONNECTIONS = 0
 
 
+def fuzz_bytes(rng):
+    """Odd connections: random bytes. Even ones: random but well-formed-looking frames (any opcode,
+    fin, rare RSV bits, text that may be invalid UTF-8, close frames with any code, long lengths)."""
+    if CONNECTIONS % 2:
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000)))
+    out = b""
+    for _ in range(rng.randrange(1, 12)):
+        op = rng.choice([0, 1, 1, 2, 2, 8, 9, 10, 3, 11])
+        fin = rng.random() < 0.7
+        rsv = rng.choice([0] * 12 + [1, 2, 4])
+        kind = rng.random()
+        if kind < 0.4:
+            payload = "héllo ✓".encode() * rng.randrange(0, 30)
+        elif kind < 0.7:
+            payload = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 300)))
+        elif kind < 0.9 and op == 8:
+            payload = struct.pack("!H", rng.randrange(65536)) + b"r"
+        else:
+            payload = bytes(rng.randrange(0, 130))
+        out += frame(op, payload, fin=fin, rsv=rsv)
+    if rng.random() < 0.2:  # a header that promises more than will come
+        out += struct.pack("!BBQ", 0x82, 127, rng.randrange(1, 1 << 40))
+    return out
+
+
 async def raw_handler(mode, args, reader, writer):
     global CONNECTIONS
     CONNECTIONS += 1
@@ -133,6 +159,11 @@ async def raw_handler(mode, args, reader, writer):
     try:
         if mode == "silent":
             await asyncio.sleep(3600)
+            return
+        if mode == "garbagehttp":  # random bytes at once, whatever the client says (also breaks TLS)
+            writer.write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000))))
+            await writer.drain()
+            await asyncio.sleep(30)
             return
         _, headers = await read_request(reader)
         if mode == "http401":
@@ -143,10 +174,12 @@ async def raw_handler(mode, args, reader, writer):
             await writer.drain()
             await asyncio.sleep(0.5)
             return
-        if mode == "garbagehttp":
-            writer.write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000))))
+        if mode == "http403chunked":
+            writer.write(
+                b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+                b"9\r\nforbidden\r\n0\r\n\r\n")
             await writer.drain()
-            await drain_client(reader, writer)
+            await asyncio.sleep(3600)
             return
         if mode == "noproto":
             writer.write(upgrade_response(headers))
@@ -206,7 +239,7 @@ async def raw_handler(mode, args, reader, writer):
         elif mode == "noread":
             await asyncio.sleep(3600)
         elif mode == "garbage":
-            writer.write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000))))
+            writer.write(fuzz_bytes(rng))
             await writer.drain()
             await drain_client(reader, writer)
         elif mode == "mute":

@@ -8,7 +8,7 @@ import TestSupport
 /// `azure-messaging-webpubsubservice` 1.3.0) through Tests/Peers/emulator_conformance.py.
 /// Serialized: the machine is small and the scenarios measure reconnect timings.
 @Suite(.serialized) struct ConformanceTests {
-    @Test(arguments: ["handshake", "acks", "fanout", "recovery", "dead_session", "kick", "reliable_raw", "nonreliable", "rest", "hooks"])
+    @Test(arguments: ["handshake", "acks", "fanout", "recovery", "dead_session", "kick", "reliable_raw", "nonreliable", "rest", "hooks", "aio"])
     func scenario(_ name: String) throws {
         let output = try withEmulator { try runScenarios($0.connectionString, [name]) }
         #expect(expectPass(output, [name]), "\(output.joined(separator: "\n"))")
@@ -24,6 +24,13 @@ import TestSupport
         #expect(recorder.contains("REST request failed"))
         // Tokens never reach the log.
         #expect(!recorder.lines.withLockedValue { $0.contains { $0.contains("access_token=ey") || $0.contains("Bearer ey") } })
+    }
+
+    @Test func recoveryWindowEndsTheSession() throws {
+        let output = try withEmulator(configure: { $0.recoveryWindow = 1 }) {
+            try runScenarios($0.connectionString, ["recovery_window"])
+        }
+        #expect(expectPass(output, ["recovery_window"]), "\(output.joined(separator: "\n"))")
     }
 
     @Test func upstreamEventsThroughARealHTTPHandler() throws {

@@ -472,3 +472,64 @@ extension RealPeerTests {
         }
     }
 }
+
+extension RealPeerTests {
+    @Test("a rejection without Content-Length on a kept-alive connection is reported promptly, not as a timeout")
+    func rejectionWithoutLength() throws {
+        let (peer, port) = try startPeer("http403chunked")
+        defer { peer.stop() }
+        let start = Date()
+        let (_, r) = startConnection("ws://127.0.0.1:\(port)/")
+        let error = r.waitForClose()?.error
+        #expect(error?.code == .upgradeRejected)
+        #expect(error?.httpStatus == 403)
+        #expect(error?.httpBodyText.contains("forbidden") == true)
+        #expect(Date().timeIntervalSince(start) < 2)
+    }
+
+    @Test("close() before connect(): onClose still comes exactly once, with cancelled")
+    func closeBeforeConnect() throws {
+        let c = WebSocketConnection(url: URL(string: "ws://127.0.0.1:9/")!, queue: DispatchQueue(label: "t"))
+        let r = Recorder()
+        c.close()
+        c.connect(handlers: r.handlers)
+        #expect(r.waitForClose(timeout: 3)?.error?.code == .cancelled)
+        c.connect(handlers: r.handlers)  // a second connect is ignored
+        Thread.sleep(forTimeInterval: 0.1)
+        #expect(r.closeCount == 1)
+    }
+}
+
+extension RealPeerTests {
+    @Test("writing to a peer that is gone never raises SIGPIPE (default disposition restored for the test)", arguments: [false, true])
+    func noSIGPIPE(tls: Bool) throws {
+        let ca = try TestCA.shared.get()
+        let (peer, port) = try startPeer("abrupt", tls ? ["--cert", ca.cert("good"), "--key", ca.key("good")] : [])
+        defer { peer.stop() }
+        // Make SIGPIPE fatal again, as in a plain process, while this test writes into a dead socket.
+        let previous = signal(SIGPIPE, SIG_DFL)
+        defer { signal(SIGPIPE, previous) }
+        var config = WebSocketConfiguration()
+        config.tls.additionalCAFile = ca.rootCert
+        let q = DispatchQueue(label: "sigpipe")
+        let c = WebSocketConnection(
+            url: URL(string: "\(tls ? "wss" : "ws")://127.0.0.1:\(port)/")!, configuration: config, queue: q)
+        let r = Recorder()
+        let chunk = [UInt8](repeating: 7, count: 256 * 1024)
+        let base = r.handlers
+        c.connect(
+            handlers: WebSocketHandlers(
+                onOpen: base.onOpen,
+                onMessage: { m in
+                    base.onMessage(m)
+                    // Keep writing after the peer has closed: EPIPE / ECONNRESET, not a signal.
+                    for i in 0..<40 {
+                        q.asyncAfter(deadline: .now() + .milliseconds(10 * i)) { c.send(binary: chunk) }
+                    }
+                },
+                onClose: base.onClose))
+        let report = r.waitForClose()
+        #expect(report?.error?.code == .connectionReset)
+        #expect(report?.code == .abnormalClosure)
+    }
+}

@@ -156,6 +156,7 @@ extension RealPeerTests {
         kinds.append(("tls-expired", "wss://127.0.0.1:\(peers["tls-expired"]!.1)/", tls, [.certificateVerificationFailed]))
         kinds.append(("garbagehttp", "ws://127.0.0.1:\(peers["garbagehttp"]!.1)/", base,
             [.invalidUpgradeResponse]))
+        kinds.append(("tls-garbage", "wss://127.0.0.1:\(peers["garbagehttp"]!.1)/", tls, [.tlsHandshakeFailed]))
         // Random bytes after a good upgrade: any typed failure, or a clean close if they happen to hold a close frame.
         kinds.append(("garbage", "ws://127.0.0.1:\(peers["garbage"]!.1)/", base,
             [.protocolViolation, .invalidUTF8, .messageTooBig, .pongTimeout, .connectionReset]))
@@ -195,5 +196,27 @@ extension RealPeerTests {
         print("LEAK descriptors before=\(baseline) after=\(after); threads before=\(threadsBefore) after=\(threadsAfter)")
         #expect(after == baseline)
         #expect(socketsTouching(ports: ports) == 0)
+    }
+}
+
+extension RealPeerTests {
+    @Test("100 simultaneous connections to one host name share a single name lookup")
+    func coalescedLookups() throws {
+        let (peer, port) = try startPeer("echo")
+        defer { peer.stop() }
+        let before = Resolver.lookupCount
+        let tally = Tally()
+        var connections: [WebSocketConnection] = []
+        for i in 0..<100 {
+            let c = WebSocketConnection(
+                url: URL(string: "ws://localhost:\(port)/")!,
+                queue: DispatchQueue(label: "dns-\(i)", target: .global()), logger: testLogger)
+            connections.append(c)
+            c.connect(handlers: WebSocketHandlers(onOpen: { _ in tally.add("open") }, onClose: { _ in tally.add("close") }))
+        }
+        #expect(tally.wait("open", reaches: 100, timeout: 20))
+        #expect(Resolver.lookupCount - before == 1)
+        for c in connections { c.close() }
+        #expect(tally.wait("close", reaches: 100, timeout: 20))
     }
 }

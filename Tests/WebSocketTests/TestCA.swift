@@ -61,7 +61,7 @@ struct TestCA: Sendable {
             }
             mkroot root
             mkroot rogue
-            leaf good "DNS:localhost,IP:127.0.0.1" root
+            leaf good "DNS:localhost,IP:127.0.0.1,IP:::1" root
             leaf othername "DNS:other.example" root
             leaf expired "DNS:localhost,IP:127.0.0.1" root 20200101000000Z 20200102000000Z
             leaf untrusted "DNS:localhost,IP:127.0.0.1" rogue

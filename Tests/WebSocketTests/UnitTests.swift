@@ -406,6 +406,26 @@ struct HandshakeTests {
         #expect(parseAll([leftover]).0.map(\.opcode) == [.text, .ping])
     }
 
+    @Test("incremental parsing (byte by byte, remembering what was scanned) finds the same head and leftover")
+    func incremental() {
+        let h = Handshake.random(subprotocols: [])
+        let frames = serverFrame(2, [1, 2, 3])
+        let bytes = response(h, extra: "X-Long: \(String(repeating: "v", count: 5000))\r\n") + frames
+        var scanned = 0
+        var result: [UInt8]?
+        for cut in 1...bytes.count {
+            let outcome = h.parse(Array(bytes[0..<cut]), scannedUpTo: scanned)
+            scanned = cut
+            if case .upgraded(_, let leftover) = outcome {
+                result = leftover
+                #expect(cut == bytes.count - frames.count)  // found as soon as the head is complete
+                break
+            }
+        }
+        #expect(result == [])
+        if case .upgraded(_, let leftover) = h.parse(bytes, scannedUpTo: 100) { #expect(leftover == frames) }
+    }
+
     @Test func requestHasTheRequiredHeaders() throws {
         let h = Handshake(key: "dGhlIHNhbXBsZSBub25jZQ==", subprotocols: ["a", "b"])
         let ep = try WebSocketEndpoint(url: URL(string: "wss://example.com:8443/client/hubs/x?access_token=t")!)
