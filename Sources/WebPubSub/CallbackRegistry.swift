@@ -27,7 +27,11 @@ final class CallbackRegistry: @unchecked Sendable {  // `entries` and `nextID` a
         callbackQueue.setSpecific(key: onCallbackQueueKey, value: nil)
     }
 
-    var isOnCallbackQueue: Bool { DispatchQueue.getSpecific(key: onCallbackQueueKey) == true }
+    var isOnCallbackQueue: Bool {
+        if DispatchQueue.getSpecific(key: onCallbackQueueKey) == true { return true }
+        // The main queue only runs on the main thread: waiting for it from there would never end.
+        return callbackQueue === DispatchQueue.main && Thread.isMainThread
+    }
 
     @discardableResult
     func add<Event>(_ type: CallbackType<Event>, _ handler: @escaping @Sendable (Event) -> Void) -> Subscription {

@@ -596,6 +596,7 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
     private func sendSequenceAckIfNeeded() {
         dispatchPrecondition(condition: .onQueue(queue))
         guard phase == .connected, let id = sequence.takeAck() else { return }
+        logger.trace("sequenceAck", metadata: ["sequenceId": "\(id)"])
         if !write(UpstreamMessage.sequenceAck(id).encoded()) { sequence.ackFailed() }
     }
 

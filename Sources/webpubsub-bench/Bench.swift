@@ -124,7 +124,7 @@ struct Bench: ParsableCommand {
 
     /// How far the publisher may run ahead of the receiver: the service closes a reliable connection
     /// with more than 1000 unacknowledged messages, so an unbounded burst measures that, not the client.
-    var window: Int { 400 }
+    var window: Int { 100 }
 
     /// Publishes `count` fire-and-forget messages to "rx", at most ``window`` ahead of `received()`;
     /// returns messages/s and how many arrived (it gives up when the receiver stalls for 10 s).

@@ -34,7 +34,7 @@ final class EmulatorFixture: @unchecked Sendable {  // immutable after init; the
         configuration.port = 0
         configuration.threads = 1
         var logger = Logger(label: "WebPubSubEmulator.test")
-        logger.logLevel = ProcessInfo.processInfo.environment["WPS_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
+        logger.logLevel = ProcessInfo.processInfo.environment["WPS_EMU_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? ProcessInfo.processInfo.environment["WPS_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
         configuration.logger = logger
         emulator = WebPubSubEmulator(configuration: configuration)
         self.hub = hub
