@@ -748,6 +748,11 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
     private func dispatch(_ op: Operation) {
         dispatchPrecondition(condition: .onQueue(queue))
         op.timer?.cancel()
+        op.timer = nil
+        if op.ackID == nil, phase == .connected, transport != nil {
+            send(op)  // fire-and-forget: done once written, no timer needed
+            return
+        }
         let serial = op.serial
         op.timer = makeTimer(after: options.ackTimeout) { [weak self] in self?.attemptTimedOut(serial) }
         if phase == .connected, transport != nil {
