@@ -83,10 +83,7 @@ struct Outbox {
         for channel in toFlush { channel.flush() }
     }
 
-    /// The user event announcing a service-initiated close to ``ClientSocketHandler``.
-struct ServiceClosing: Sendable {}
-
-/// TCP reset: SO_LINGER {1, 0}, then close.
+    /// TCP reset: SO_LINGER {1, 0}, then close.
     static func abort(_ channel: any Channel) {
         guard channel.isActive else { return }
         guard let provider = channel as? any SocketOptionProvider else {

@@ -66,6 +66,9 @@ enum Resolver {
     static let cacheLifetime: TimeInterval = 5
     private static let shared = CoalescingResolver()
 
+    /// Tests only: replaces getaddrinfo for names (e.g. to simulate slow DNS). Set it back to nil after use.
+    static let testHook = LockedValue<(@Sendable (String, Int) -> Result<[ResolvedAddress], WebSocketError>)?>(nil)
+
     /// getaddrinfo calls made so far (for tests).
     static var lookupCount: Int { shared.lookups }
 }
@@ -104,7 +107,7 @@ private final class CoalescingResolver: @unchecked Sendable {  // all fields gua
         nextLane += 1
         lock.unlock()
         lane.async {
-            let result = Resolver.resolveNow(host: host, port: port, numericOnly: false)
+            let result = Resolver.testHook.value?(host, port) ?? Resolver.resolveNow(host: host, port: port, numericOnly: false)
             self.lock.lock()
             let waiters = self.waiting.removeValue(forKey: key) ?? []
             if case .success(let addresses) = result {
@@ -113,6 +116,31 @@ private final class CoalescingResolver: @unchecked Sendable {  // all fields gua
             }
             self.lock.unlock()
             for (q, c) in waiters { q.async { c(result) } }
+        }
+    }
+}
+
+/// A value behind a lock.
+final class LockedValue<Value>: @unchecked Sendable {  // `stored` guarded by `lock`
+    private let lock = NSLock()
+    private var stored: Value
+    init(_ value: Value) { stored = value }
+    /// Changes the value under the lock (read-modify-write in one step).
+    func modify(_ body: (inout Value) -> Void) {
+        lock.lock()
+        body(&stored)
+        lock.unlock()
+    }
+    var value: Value {
+        get {
+            lock.lock()
+            defer { lock.unlock() }
+            return stored
+        }
+        set {
+            lock.lock()
+            stored = newValue
+            lock.unlock()
         }
     }
 }

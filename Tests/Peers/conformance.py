@@ -72,6 +72,14 @@ def main():
     args = ap.parse_args()
 
     outdir = args.outdir or tempfile.mkdtemp(prefix="autobahn-")
+    try:
+        return run(args, outdir)
+    finally:
+        if not args.outdir:
+            shutil.rmtree(outdir, ignore_errors=True)
+
+
+def run(args, outdir):
     port = free_port()
     cmd = kosoku_command() + ["-m", "fuzzingserver"]
     for g in args.include:

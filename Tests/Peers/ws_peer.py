@@ -23,7 +23,10 @@ Modes served with raw asyncio sockets (a hand-made handshake, then a script):
   badaccept       101 with a wrong Sec-WebSocket-Accept
   silent          accepts TCP, never answers
   mute            completes the upgrade, then never sends anything (keep-alive tests)
+  rawecho         (or any other name) echoes every message, answers a close and reports it
   noread          completes the upgrade, then reads nothing (backpressure tests)
+  slowread        sends a ping at once, then reads slowly (tiny receive buffer); reports
+                  "PONG_AFTER <data frames before the pong>" and "FRAGMENTS <data frames in the message>"
   garbage         completes the upgrade, then sends random bytes (a new seed per connection)
   garbagehttp     answers the upgrade request with random bytes
 Every client close frame a raw mode receives is printed as "CLIENT_CLOSE <code>".
@@ -35,6 +38,7 @@ import hashlib
 import os
 import random
 import signal
+import socket
 import ssl
 import struct
 import sys
@@ -69,10 +73,11 @@ async def read_frame(reader):
     if not b1 & 0x80:
         raise ValueError("client frame not masked")
     key = await reader.readexactly(4)
-    data = bytearray(await reader.readexactly(n))
-    for i in range(n):
-        data[i] ^= key[i % 4]
-    return bool(b0 & 0x80), b0 & 0x0F, bytes(data)
+    data = await reader.readexactly(n)
+    if n:  # unmask with one big-integer XOR (fast even for megabytes)
+        k = (key * (n // 4 + 1))[:n]
+        data = (int.from_bytes(data, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
+    return bool(b0 & 0x80), b0 & 0x0F, data
 
 
 async def read_request(reader):
@@ -235,6 +240,23 @@ async def raw_handler(mode, args, reader, writer):
             await writer.drain()
             await drain_client(reader, writer)
         elif mode == "pipelined":
+            await drain_client(reader, writer)
+        elif mode == "slowread":
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            writer.write(frame(9, b"p"))
+            await writer.drain()
+            frames = 0
+            while True:
+                fin, op, data = await read_frame(reader)
+                if op == 10:
+                    print(f"PONG_AFTER {frames}", flush=True)
+                elif op in (0, 1, 2):
+                    frames += 1
+                    await asyncio.sleep(0.0005)
+                    if fin:
+                        print(f"FRAGMENTS {frames} BYTES_LAST {len(data)}", flush=True)
+                        break
             await drain_client(reader, writer)
         elif mode == "noread":
             await asyncio.sleep(3600)

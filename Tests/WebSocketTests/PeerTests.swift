@@ -533,3 +533,69 @@ extension RealPeerTests {
         #expect(report?.code == .abnormalClosure)
     }
 }
+
+extension RealPeerTests {
+    @Test("slow name resolution is bounded by the connect timeout and never blocks the connection queue")
+    func slowResolution() throws {
+        Resolver.testHook.value = { host, port in
+            if host == "slow.test" { Thread.sleep(forTimeInterval: 2) }
+            return Resolver.resolveNow(host: "127.0.0.1", port: port, numericOnly: true)
+        }
+        defer { Resolver.testHook.value = nil }
+        var config = WebSocketConfiguration()
+        config.connectTimeout = 0.3
+        let q = DispatchQueue(label: "slow-dns")
+        let c = WebSocketConnection(url: URL(string: "ws://slow.test:9/")!, configuration: config, queue: q)
+        let r = Recorder()
+        let start = Date()
+        c.connect(handlers: r.handlers)
+        // The owner queue stays free while the lookup is pending.
+        let probe = DispatchSemaphore(value: 0)
+        q.async { probe.signal() }
+        #expect(probe.wait(timeout: .now() + 0.1) == .success)
+        let report = r.waitForClose(timeout: 5)
+        #expect(report?.error?.code == .timedOut)
+        #expect(Date().timeIntervalSince(start) < 1.5)
+    }
+}
+
+extension RealPeerTests {
+    @Test("codes that may not go on the wire (1005, 1006, 1015, 0, 5000) are sent as 1000; others as given",
+          arguments: [(1005, 1000), (1006, 1000), (1015, 1000), (0, 1000), (5000, 1000), (4000, 4000), (1001, 1001)])
+    func closeCodesOnTheWire(code: Int, sent: Int) throws {
+        let (peer, port) = try startPeer("rawecho")
+        defer { peer.stop() }
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/")
+        #expect(r.waitForOpen())
+        c.close(code: WebSocketCloseCode(UInt16(code)), reason: "r")
+        try peer.waitForLine(containing: "CLIENT_CLOSE \(sent)", timeout: 5)
+        #expect(r.waitForClose()?.code.rawValue == UInt16(sent))
+    }
+}
+
+extension RealPeerTests {
+    @Test("outgoing fragmentation lets a pong out between the fragments of a large message")
+    func pongBetweenOutgoingFragments() throws {
+        let (peer, port) = try startPeer("slowread")
+        defer { peer.stop() }
+        var config = WebSocketConfiguration()
+        config.outgoingFragmentSize = 16 * 1024
+        config.maximumBufferedAmount = 64 << 20
+        let big = [UInt8](repeating: 0x5A, count: 16 << 20)  // 1,024 fragments
+        let q = DispatchQueue(label: "fragments")
+        let c = WebSocketConnection(url: URL(string: "ws://127.0.0.1:\(port)/")!, configuration: config, queue: q)
+        let r = Recorder()
+        let base = r.handlers
+        c.connect(handlers: WebSocketHandlers(onOpen: { resp in base.onOpen(resp); c.send(binary: big) }, onClose: base.onClose))
+        #expect(r.waitForOpen())
+        let pongLine = try peer.waitForLine(containing: "PONG_AFTER ", timeout: 20)
+        let fragmentsLine = try peer.waitForLine(containing: "FRAGMENTS ", timeout: 30)
+        let before = Int(pongLine.split(separator: " ")[1])!
+        #expect(fragmentsLine.hasPrefix("FRAGMENTS 1024 "))
+        #expect(before < 1024, "the pong waited for the whole message")
+        print("PONG after \(before) of 1024 fragments")
+        c.close()
+        #expect(r.waitForClose()?.wasClean == true)
+        #expect(c.bufferedAmount == 0)
+    }
+}

@@ -79,6 +79,11 @@ struct TestCA: Sendable {
         }
         let out = pipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
+        // Remove the folder when the test process exits (a closure without captures is a C function).
+        atexit {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("ws-test-ca-\(getpid())")
+            try? FileManager.default.removeItem(at: path)
+        }
         guard p.terminationStatus == 0 else {
             return .failure(TestCAError(output: String(decoding: out, as: UTF8.self)))
         }
