@@ -143,7 +143,10 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
         self.credential = credential
         self.options = options
         self.makeTransport = transportFactory
-        self.queue = DispatchQueue(label: "WebPubSubClient")
+        // The private queue never blocks: a non-overcommitting target, so thousands of idle clients
+        // cost memory, not threads. The default callback queue is a plain (overcommitting) serial
+        // queue, because a callback may block on this client (a blocking call from a callback).
+        self.queue = DispatchQueue(label: "WebPubSubClient", target: .global())
         self.registry = CallbackRegistry(callbackQueue: options.callbackQueue ?? DispatchQueue(label: "WebPubSubClient.callbacks"))
         self.logger = options.logger
     }

@@ -1,11 +1,13 @@
 """A tiny upstream event handler for the Swift client tests (the emulator POSTs CloudEvents here).
 
 Prints `LISTENING <port>` when ready. User event `echo` answers 200 with the same body and
-Content-Type (the service turns it into a server message for the caller); other events get 204.
+Content-Type (the service turns it into a server message, or an invokeResponse, for the caller);
+`fail` answers 500; `slow` answers 204 after 3 s; other events get 204.
 Abuse-protection OPTIONS requests are allowed for any origin.
 """
 import http.server
 import sys
+import time
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -21,7 +23,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         event = self.headers.get("ce-eventName", "")
-        if event == "echo":
+        if event == "fail":
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif event == "slow":
+            time.sleep(3)
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif event == "echo":
             self.send_response(200)
             self.send_header("Content-Type", self.headers.get("Content-Type", "application/octet-stream"))
             self.send_header("Content-Length", str(len(body)))

@@ -452,6 +452,96 @@ extension EmulatorClientTests {
     }
 }
 
+extension EmulatorClientTests {
+    @Test func invokeEventThroughTheUpstream() throws {
+        let emu = try EmulatorFixture(upstream: true)
+        let client = emu.client(userID: "u")
+        try client.open()
+        defer { client.close() }
+        #expect(try client.invokeEvent("echo", .text("ping")) == InvokeEventResult(invocationID: "1", content: .text("ping")))
+        let json = try client.invokeEvent("echo", .json(#"{"a":[1,2]}"#), invocationID: "mine")
+        #expect(json.invocationID == "mine")
+        #expect(json.content.map { sameContent($0, .json(#"{"a":[1,2]}"#)) } == true)
+        #expect(try client.invokeEvent("echo", .binary(Data([7, 8]))).content == .binary(Data([7, 8])))
+        #expect(try client.invokeEvent("nothing", .text("x")).content == nil)  // 204: success without data
+        do {
+            _ = try client.invokeEvent("fail", .text("x"))
+            Issue.record("no error")
+        } catch {
+            #expect(error.code == .invocationFailed)
+            #expect(error.errorName == "InternalServerError")
+            #expect(error.invocationID != nil)
+        }
+        do {
+            _ = try client.invokeEvent("slow", .text("x"), timeout: 0.3)
+            Issue.record("no error")
+        } catch {
+            #expect(error.code == .invocationTimedOut)
+        }
+        let cancelled = Collector<WebPubSubError>()
+        client.invokeEvent("slow", .text("x"), invocationID: "c1") { if case .failure(let e) = $0 { cancelled.append(e) } }
+        Thread.sleep(forTimeInterval: 0.1)
+        client.cancelInvocation("c1")
+        #expect(cancelled.wait(count: 1).first?.code == .invocationCancelled)
+        #expect(client.isConnected)
+    }
+
+    @Test func malformedUnknownAndReplayedFramesAreSkipped() throws {
+        let emu = try EmulatorFixture()
+        let client = emu.client(userID: "u")
+        let got = Collector<GroupMessageEvent>()
+        client.subscribe(.groupMessage) { got.append($0) }
+        try client.open()
+        defer { client.close() }
+        try client.joinGroup("g")
+        let id = try #require(client.connectionID)
+        try client.sendToGroup("g", .text("first"))
+        #expect(got.wait(count: 1).first?.sequenceID == 1)
+        for body in [
+            "not json {", "", "[1,2,3]", #"{"type":"brandNew","x":1}"#, #"{"type":"system","event":"later"}"#,
+            #"{"type":"ack","ackId":"x"}"#, #"{"type":"ack","ackId":424242,"success":true}"#,
+            #"{"sequenceId":1,"type":"message","from":"group","group":"g","dataType":"text","data":"stale duplicate"}"#,
+            #"{"type":"message","from":"group","group":"g","dataType":"binary","data":"%%%"}"#,
+            #"{"type":"message","from":"group","group":"g","dataType":"weird","data":1}"#,
+            #"{"type":"invokeResponse","invocationId":"nobody","success":true}"#, #"{"type":"pong"}"#,
+        ] {
+            let r = try emu.http("POST", "/_emulator/connections/\(id)/frame", body: Data(body.utf8))
+            #expect(r.status == 200, "frame hook: \(r.status) \(r.body)")
+        }
+        let binary = try emu.http("POST", "/_emulator/connections/\(id)/frame?binary=true", body: Data([0, 1, 2]))
+        #expect(binary.status == 200)
+        // Everything the service has not had acked, again: duplicates to drop.
+        let replay = try emu.http("POST", "/_emulator/connections/\(id)/replay")
+        #expect(replay.status == 200)
+        try client.sendToGroup("g", .text("second"))
+        let events = got.wait(count: 2)
+        Thread.sleep(forTimeInterval: 0.2)
+        #expect(got.values.map(\.content) == [.text("first"), .text("second")])
+        #expect(events.map(\.sequenceID) == [1, 2])
+        #expect(client.isConnected && client.socketsOpened == 1 && client.connectionID == id)
+    }
+
+    @Test func aServiceCloseWithACommonCodeIsRecovered() throws {
+        let emu = try EmulatorFixture()
+        let client = emu.client(userID: "u")
+        let disconnects = Collector<DisconnectedEvent>()
+        let got = Collector<GroupMessageEvent>()
+        client.subscribe(.disconnected) { disconnects.append($0) }
+        client.subscribe(.groupMessage) { got.append($0) }
+        try client.open()
+        defer { client.close() }
+        try client.joinGroup("g")
+        let id = try #require(client.connectionID)
+        let r = try emu.http("POST", "/_emulator/connections/\(id)/close?code=1011&reason=restart&disconnected=true")
+        #expect(r.status == 200)
+        #expect(eventually { client.socketsOpened == 2 && client.isConnected })
+        #expect(client.connectionID == id)
+        try client.sendToGroup("g", .text("after"))
+        #expect(got.wait(count: 1).first?.content == .text("after"))
+        #expect(disconnects.values.isEmpty)
+    }
+}
+
 extension Result {
     var isSuccess: Bool { if case .success = self { return true } else { return false } }
 }
