@@ -2,9 +2,13 @@ import Foundation
 
 /// The data type of a message on the wire (`dataType`).
 public enum WebPubSubDataType: String, Sendable, Hashable, CaseIterable {
+    /// `"text"`: a JSON string on the wire.
     case text
+    /// `"json"`: any JSON value on the wire.
     case json
+    /// `"binary"`: base64 on the wire.
     case binary
+    /// `"protobuf"`: base64 on the wire.
     case protobuf
 }
 
@@ -70,6 +74,7 @@ public enum MessageContent: Sendable, Hashable {
 }
 
 extension MessageContent: CustomStringConvertible {
+    /// The data type and size, never the payload (safe to log).
     public var description: String {
         switch self {
         case .text(let s): return "text(\(s.count) chars)"

@@ -5,6 +5,7 @@ public struct WebPubSubResult: Sendable, Hashable {
     /// Whether the service answered `Duplicate`: it had already processed this ack id (success).
     public var isDuplicated: Bool
 
+    /// Creates a result.
     public init(ackID: UInt64?, isDuplicated: Bool) {
         self.ackID = ackID
         self.isDuplicated = isDuplicated

@@ -49,6 +49,7 @@ public struct WebPubSubError: Error, Sendable, Hashable, CustomStringConvertible
         /// The invocation was cancelled with ``WebPubSubClient/cancelInvocation(_:)``.
         public static let invocationCancelled = Code(.invocationCancelled)
 
+        /// The code's name.
         public var description: String { String(describing: base) }
     }
 
@@ -95,6 +96,7 @@ public struct WebPubSubError: Error, Sendable, Hashable, CustomStringConvertible
                        errorName: errorName, errorMessage: errorMessage)
     }
 
+    /// The code, message, ack id and the service's error name.
     public var description: String {
         var s = "WebPubSubError.\(code): \(message)"
         if let ackID { s += " (ackId \(ackID))" }
