@@ -348,6 +348,15 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
         let attemptGeneration = generation
         let credential = self.credential
         let queue = self.queue
+        // A credential that never returns must not hang open() or a reconnect.
+        cancelTimer(&connectTimer)
+        let limit = options.startTimeout
+        connectTimer = makeTimer(after: limit) { [weak self] in
+            guard let self, self.phase == .connecting, self.generation == attemptGeneration else { return }
+            self.logger.warning("the credential did not return within \(limit) s")
+            self.generation &+= 1  // its late answer is ignored
+            self.newConnectionFailed("the credential did not return within \(limit) s")
+        }
         DispatchQueue.global().async { [weak self] in
             let result = Result { try credential() }
             guard let self else { return }

@@ -389,6 +389,23 @@ extension ClientStateMachineTests {
         #expect(service.sockets[1].request.url.query?.contains("awps_reconnection_token") == true)
     }
 
+    @Test func aCredentialThatHangsIsBoundedByTheStartTimeout() throws {
+        let service = FakeService()
+        let client = service.makeClient({ $0.startTimeout = 0.3 }, credential: {
+            Thread.sleep(forTimeInterval: 1.5)
+            return URL(string: "ws://fake/client/hubs/h?access_token=t")!
+        })
+        let started = Date()
+        do { try client.open(); Issue.record("no error") } catch {
+            #expect(error.code == .openFailed)
+            #expect(error.message.contains("credential"))
+        }
+        #expect(Date().timeIntervalSince(started) < 1.2)
+        Thread.sleep(forTimeInterval: 1.5)
+        #expect(service.sockets.isEmpty)
+        #expect(client.state == .stopped)
+    }
+
     @Test func closeWhileTheCredentialIsSlow() throws {
         let service = FakeService()
         let client = service.makeClient(credential: {
