@@ -587,6 +587,39 @@ extension EmulatorClientTests {
     }
 }
 
+final class WeakBox: @unchecked Sendable {  // written once on the test thread, read there
+    weak var value: WebPubSubClient?
+}
+
+extension EmulatorClientTests {
+    /// No retain cycle inside the client: released after close(), and also when released while open
+    /// (its socket is then dropped).
+    @Test func aReleasedClientIsFreedAndDropsItsSocket() throws {
+        let emu = try EmulatorFixture()
+        let closed = WeakBox()
+        let open = WeakBox()
+        try {
+            let a = emu.client(userID: "a")
+            a.subscribe(.groupMessage) { _ in }
+            try a.open()
+            try a.joinGroup("g")
+            try a.sendToGroup("g", .text("x"))
+            a.close()
+            closed.value = a
+            let b = emu.client(userID: "b")
+            try b.open()
+            try b.joinGroup("g")
+            open.value = b
+        }()
+        #expect(eventually(timeout: 5) { closed.value == nil && open.value == nil })
+        // The released open client's socket goes away; its reliable session waits for a recovery that never comes.
+        #expect(eventually(timeout: 5) {
+            let list = (try? emu.http("GET", "/_emulator/connections").body) ?? ""
+            return !list.contains(#""connected":true"#)
+        })
+    }
+}
+
 extension Result {
     var isSuccess: Bool { if case .success = self { return true } else { return false } }
 }
