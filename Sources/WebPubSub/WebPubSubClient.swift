@@ -302,6 +302,7 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
 
     /// Abandons the current socket: its later events are ignored.
     private func dropTransport() {
+        dispatchPrecondition(condition: .onQueue(queue))
         generation &+= 1
         transport?.abort()
         transport = nil
@@ -616,6 +617,7 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
 
     @discardableResult
     private func write(_ text: String) -> Bool {
+        dispatchPrecondition(condition: .onQueue(queue))
         guard let transport else { return false }
         if options.logsMessagePayloads { logger.trace("send", metadata: ["payload": "\(text)"]) }
         return transport.send(text: text)
@@ -658,6 +660,7 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
 
     /// Sequence bookkeeping; false for a duplicate that must not be delivered.
     private func accept(_ sequenceID: UInt64?) -> Bool {
+        dispatchPrecondition(condition: .onQueue(queue))
         guard options.protocolType.isReliable, let sequenceID else { return true }
         let verdict = sequence.receive(sequenceID)
         if verdict.ackNow { sendSequenceAckIfNeeded() }
@@ -684,6 +687,7 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
     }
 
     private func rejoin(_ group: String) {
+        dispatchPrecondition(condition: .onQueue(queue))
         let id = allocateAckID()
         let op = Operation(
             serial: makeSerial(), kind: .rejoin(group), ackID: id,
@@ -714,6 +718,7 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
     }
 
     private func register(_ op: Operation) {
+        dispatchPrecondition(condition: .onQueue(queue))
         operations[op.serial] = op
         if let id = op.ackID { ackIndex[id] = op.serial }
     }
@@ -776,6 +781,7 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
     }
 
     private func send(_ op: Operation) {
+        dispatchPrecondition(condition: .onQueue(queue))
         // The ack waiter (ackIndex) exists before the frame is written.
         op.state = .sent
         guard write(op.frame) else {
@@ -810,6 +816,7 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
     /// The connection dropped: what was written and not acked is written again (same ack id) on the
     /// recovered or new connection.
     private func requeueSentOperations() {
+        dispatchPrecondition(condition: .onQueue(queue))
         for op in operations.values where op.state == .sent {
             op.state = .queued
             outbox.append(op.serial)
@@ -833,6 +840,7 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
     }
 
     private func retryOrFail(_ op: Operation, _ error: WebPubSubError) {
+        dispatchPrecondition(condition: .onQueue(queue))
         op.timer?.cancel()
         op.timer = nil
         op.lastError = error
@@ -876,6 +884,7 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
     }
 
     private func complete(_ op: Operation, _ result: Result<WebPubSubResult, WebPubSubError>) {
+        dispatchPrecondition(condition: .onQueue(queue))
         op.timer?.cancel()
         op.timer = nil
         operations[op.serial] = nil
@@ -894,6 +903,7 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
     }
 
     private func failAllOperations(code: WebPubSubError.Code, _ message: String) {
+        dispatchPrecondition(condition: .onQueue(queue))
         let pending = operations.values.sorted { $0.serial < $1.serial }
         outbox.removeAll()
         for op in pending {
@@ -938,6 +948,7 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
     }
 
     private func finishInvocation(_ id: String, _ result: Result<InvokeEventResult, WebPubSubError>) {
+        dispatchPrecondition(condition: .onQueue(queue))
         guard let invocation = invocations.removeValue(forKey: id) else { return }
         invocation.timer?.cancel()
         invocation.completion(result)
@@ -950,6 +961,7 @@ public final class WebPubSubClient: @unchecked Sendable {  // every mutable stor
     }
 
     private func handleInvokeResponse(id: String, success: Bool?, content: MessageContent?, error: ServiceErrorDetail?) {
+        dispatchPrecondition(condition: .onQueue(queue))
         guard invocations[id] != nil else {
             logger.debug("invokeResponse for no pending invocation", metadata: ["invocationId": "\(id)"])
             return
