@@ -25,7 +25,7 @@ $(VENV)/.stamp: Tests/Peers/requirements.txt
 test: venv
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
-	# (Autobahn 1–7, 10 is added here once the autobahn-client lands: $(MAKE) conformance-ci)
+	$(MAKE) conformance-ci
 
 test-swift: venv
 	$(SWIFT) test

@@ -120,6 +120,11 @@ struct Handshake: Sendable {
 
     /// Parses the response in `buffer` (all bytes received so far).
     func parse(_ buffer: [UInt8]) -> Outcome {
+        // Fail fast on an answer that is not HTTP at all, without waiting for a head that never ends.
+        let prefix = Array("HTTP/1.".utf8)
+        if !buffer.starts(with: prefix.prefix(buffer.count)) {
+            return .failed(WebSocketError(.invalidUpgradeResponse, "the answer is not HTTP/1.x"))
+        }
         guard let headEnd = Self.findHeadEnd(buffer) else {
             if buffer.count > Self.maximumHeadSize {
                 return .failed(WebSocketError(.invalidUpgradeResponse, "response head larger than 16 KiB"))

@@ -9,7 +9,7 @@ struct EmulatorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "webpubsub-emulator",
         abstract: "A local Azure Web PubSub service (client WebSocket endpoint, REST API, event handlers).",
-        subcommands: [Serve.self, Token.self],
+        subcommands: [Serve.self, Token.self, Load.self],
         defaultSubcommand: Serve.self)
 }
 
@@ -95,5 +95,58 @@ struct Token: ParsableCommand {
         if let port { endpoint += ":\(port)" }
         print(WebPubSubEmulator.clientAccessURL(endpoint: endpoint, accessKey: key, hub: hub, userID: user, roles: role,
                                                 groups: group, expiresIn: TimeInterval(minutes * 60)))
+    }
+}
+
+struct Load: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "load",
+        abstract: "Measure loopback fan-out: N receivers in a group, one publisher, messages delivered per second.")
+
+    @Option(help: "Receivers in the group.") var receivers = 100
+    @Option(help: "Messages to publish.") var messages = 2000
+    @Option(help: "Payload bytes per message.") var size = 64
+    @Flag(help: "Receivers use json.webpubsub.azure.v1 instead of the reliable protocol.") var nonReliable = false
+    @Option(help: "Client event-loop threads.") var clientThreads = 1
+    @Option(help: "Give up after this many seconds.") var timeout: Double = 120
+    @Option(help: "Emulator event-loop threads (in-process emulator; 0 = cores).") var threads = 0
+    @Option(help: "Use a running emulator (its connection string) instead of starting one in-process.")
+    var connectionString: String?
+
+    func run() throws {
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = .error
+            return h
+        }
+        var options = FanOutLoad.Options()
+        options.receivers = receivers
+        options.messages = messages
+        options.payloadSize = size
+        options.reliable = !nonReliable
+        options.clientThreads = clientThreads
+        options.timeout = timeout
+        var emulator: WebPubSubEmulator?
+        var endpoint = "", key = WebPubSubEmulator.defaultAccessKey
+        if let connectionString {
+            for part in connectionString.split(separator: ";") {
+                let kv = part.split(separator: "=", maxSplits: 1).map(String.init)
+                guard kv.count == 2 else { continue }
+                if kv[0].lowercased() == "endpoint" { endpoint = kv[1] }
+                if kv[0].lowercased() == "accesskey" { key = kv[1] }
+            }
+        } else {
+            var config = WebPubSubEmulator.Configuration(port: 0)
+            config.threads = threads
+            let e = WebPubSubEmulator(configuration: config)
+            try e.start()
+            emulator = e
+            endpoint = e.endpoint
+        }
+        defer { emulator?.stop() }
+        let result = try FanOutLoad.run(endpoint: endpoint, accessKey: key, options: options)
+        var report = "fan-out \(options.reliable ? "reliable" : "json") size=\(size): \(result)\n"
+        if let emulator { report += "emulator stats: \(emulator.statsJSON())\n" }
+        FileHandle.standardOutput.write(Data(report.utf8))
     }
 }

@@ -22,6 +22,8 @@ Modes served with raw asyncio sockets (a hand-made handshake, then a script):
   badaccept       101 with a wrong Sec-WebSocket-Accept
   silent          accepts TCP, never answers
   mute            completes the upgrade, then never sends anything (keep-alive tests)
+  garbage         completes the upgrade, then sends random bytes (a new seed per connection)
+  garbagehttp     answers the upgrade request with random bytes
 Every client close frame a raw mode receives is printed as "CLIENT_CLOSE <code>".
 """
 import argparse
@@ -29,6 +31,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import random
 import signal
 import ssl
 import struct
@@ -119,7 +122,13 @@ async def drain_client(reader, writer, echo=False):
         pass
 
 
+CONNECTIONS = 0
+
+
 async def raw_handler(mode, args, reader, writer):
+    global CONNECTIONS
+    CONNECTIONS += 1
+    rng = random.Random(CONNECTIONS)
     try:
         if mode == "silent":
             await asyncio.sleep(3600)
@@ -132,6 +141,11 @@ async def raw_handler(mode, args, reader, writer):
                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
             await writer.drain()
             await asyncio.sleep(0.5)
+            return
+        if mode == "garbagehttp":
+            writer.write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000))))
+            await writer.drain()
+            await drain_client(reader, writer)
             return
         if mode == "noproto":
             writer.write(upgrade_response(headers))
@@ -188,6 +202,10 @@ async def raw_handler(mode, args, reader, writer):
             await drain_client(reader, writer)
         elif mode == "pipelined":
             await drain_client(reader, writer)
+        elif mode == "garbage":
+            writer.write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000))))
+            await writer.drain()
+            await drain_client(reader, writer)
         elif mode == "mute":
             try:
                 while await reader.read(65536):
@@ -216,11 +234,16 @@ async def main():
     if args.cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.cert, args.key)
+        ctx.set_alpn_protocols(["http/1.1"])
+        ctx.sni_callback = lambda sslobj, name, c: print(f"SNI {name}", flush=True)
 
     if args.mode == "echo":
         import websockets.asyncio.server as wss
 
         async def echo(ws):
+            sslobj = ws.transport.get_extra_info("ssl_object")
+            if sslobj is not None:
+                print(f"ALPN {sslobj.selected_alpn_protocol()} {sslobj.version()}", flush=True)
             try:
                 async for msg in ws:
                     await ws.send(msg)
