@@ -5,7 +5,8 @@ as the Swift side (Sources/webpubsub-bench):
 
   acked      acked sendToGroup round trips per second from one thread, and p50/p99 ack latency
   fire       fire-and-forget sendToGroup messages per second (written, from one thread)
-  receive    group messages received per second by one client (published fire-and-forget by another)
+  receive    group messages received per second by one client (published fire-and-forget by another,
+             at most --window in flight), on the reliable and on the plain JSON protocol
 
 Prints one JSON object on a line starting with `RESULT `. Bounded in count and time; loopback only.
 """
@@ -19,7 +20,7 @@ import time
 import urllib.request
 
 from azure.messaging.webpubsubclient import WebPubSubClient
-from azure.messaging.webpubsubclient.models import CallbackType, WebPubSubDataType
+from azure.messaging.webpubsubclient.models import CallbackType, WebPubSubDataType, WebPubSubProtocolType
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 
@@ -43,6 +44,44 @@ def make_url(service, user):
     return token["url"]
 
 
+def receive_phase(service, sender, protocol, payload, args):
+    receiver = WebPubSubClient(make_url(service, "py-receiver"), protocol_type=protocol)
+    cond = threading.Condition()
+    state = {"received": 0, "last": 0.0, "stopped": False}
+
+    def on_group_message(_event):
+        with cond:
+            state["received"] += 1
+            state["last"] = time.perf_counter()
+            cond.notify_all()
+
+    def on_stopped():
+        with cond:
+            state["stopped"] = True
+            cond.notify_all()
+
+    receiver.subscribe(CallbackType.GROUP_MESSAGE, on_group_message)
+    receiver.subscribe(CallbackType.STOPPED, on_stopped)
+    receiver.open()
+    group = "bench-recv-" + protocol.value
+    receiver.join_group(group)
+    start = time.perf_counter()
+    deadline = start + args.phase_limit
+    sent = 0
+    while sent < args.receive and time.perf_counter() < deadline:
+        with cond:
+            while sent - state["received"] >= args.window and time.perf_counter() < deadline:
+                cond.wait(0.5)
+        sender.send_to_group(group, payload, WebPubSubDataType.TEXT, ack=False, no_echo=True)
+        sent += 1
+    with cond:
+        while state["received"] < sent and time.perf_counter() < deadline:
+            cond.wait(0.5)
+        received, last = state["received"], state["last"] or time.perf_counter()
+    receiver.close()
+    return received, received / max(last - start, 1e-9)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--connection-string", required=True)
@@ -52,7 +91,8 @@ def main():
     parser.add_argument("--fire", type=int, default=20000)
     parser.add_argument("--receive", type=int, default=20000)
     parser.add_argument("--payload", type=int, default=64)
-    parser.add_argument("--time-limit", type=float, default=120.0)
+    parser.add_argument("--window", type=int, default=500)
+    parser.add_argument("--phase-limit", type=float, default=30.0, help="seconds each phase may take at most")
     args = parser.parse_args()
 
     service = WebPubSubServiceClient.from_connection_string(args.connection_string, hub=args.hub)
@@ -70,7 +110,7 @@ def main():
         t0 = time.perf_counter()
         sender.send_to_group("bench-ack", payload, WebPubSubDataType.TEXT, no_echo=True)
         latencies.append(time.perf_counter() - t0)
-        if time.perf_counter() - start > args.time_limit / 4:
+        if time.perf_counter() - start > args.phase_limit:
             break
     elapsed = time.perf_counter() - start
     result["acked_count"] = len(latencies)
@@ -85,7 +125,7 @@ def main():
     for _ in range(args.fire):
         sender.send_to_group("bench-fire", payload, WebPubSubDataType.TEXT, ack=False, no_echo=True)
         sent += 1
-        if time.perf_counter() - start > args.time_limit / 4:
+        if time.perf_counter() - start > args.phase_limit:
             break
     elapsed = time.perf_counter() - start
     result["fire_count"] = sent
@@ -95,34 +135,15 @@ def main():
         time.sleep(0.002)
     result["fire_arrived_per_sec"] = sent / (time.perf_counter() - start)
 
-    # 3. Group messages received by one client.
-    receiver = WebPubSubClient(make_url(service, "py-receiver"))
-    lock = threading.Lock()
-    done = threading.Event()
-    state = {"received": 0, "last": 0.0}
+    # 3. Group messages received by one client, per protocol. The publisher keeps at most
+    #    `window` messages in flight (published, not yet received), so a slow receiver is measured
+    #    rather than overrun (the service closes a reliable connection with over 1,000 unacked).
+    for protocol, key in ((WebPubSubProtocolType.JSON_RELIABLE, "receive_per_sec"),
+                          (WebPubSubProtocolType.JSON, "receive_json_per_sec")):
+        count, rate = receive_phase(service, sender, protocol, payload, args)
+        result[key] = rate
+        result[key.replace("_per_sec", "_count")] = count
 
-    def on_group_message(_event):
-        with lock:
-            state["received"] += 1
-            state["last"] = time.perf_counter()
-            if state["received"] >= args.receive:
-                done.set()
-
-    receiver.subscribe(CallbackType.GROUP_MESSAGE, on_group_message)
-    receiver.open()
-    receiver.join_group("bench-recv")
-    start = time.perf_counter()
-    for _ in range(args.receive):
-        sender.send_to_group("bench-recv", payload, WebPubSubDataType.TEXT, ack=False, no_echo=True)
-    done.wait(timeout=args.time_limit / 4)
-    with lock:
-        received = state["received"]
-        last = state["last"] or time.perf_counter()
-    result["receive_count"] = received
-    result["receive_expected"] = args.receive
-    result["receive_per_sec"] = received / max(last - start, 1e-9)
-
-    receiver.close()
     sender.close()
     print("RESULT " + json.dumps(result), flush=True)
     return 0
