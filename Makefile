@@ -24,7 +24,9 @@ $(VENV)/.stamp: Tests/Peers/requirements.txt
 ## The whole test suite: Swift tests (unit, real Python peers, TLS, emulator, client) and Autobahn 1–7, 10.
 test: venv
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	# WebSocketTests count the process's descriptors and threads: run them in a process of their own.
+	$(SWIFT) test --skip-build --skip WebSocketTests
+	$(SWIFT) test --skip-build --filter WebSocketTests
 	$(MAKE) conformance-ci
 
 test-swift: venv

@@ -117,7 +117,7 @@ let package = Package(
         ),
         .testTarget(
             name: "WebSocketTests",
-            dependencies: ["WebSocket", "CSSL", "TestSupport"],
+            dependencies: ["WebSocket", "CSSL", "TestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -65,8 +65,11 @@ extension WebPubSubEmulator {
         public var eventHandlerTimeout: TimeInterval = 30
         /// Interval of WebSocket ping frames sent to clients (the service: 20 s); nil sends none.
         public var keepAliveInterval: TimeInterval? = 20
-        /// Event-loop threads; 0 uses the number of cores.
-        public var threads: Int = 0
+        /// Event-loop threads; 0 uses the number of cores. The default is one: every socket on one loop, so a
+        /// receiver's reads (its `sequenceAck`s) interleave with the writes that publishers fan out to it. With
+        /// several loops, a publisher on one loop can keep a receiver's loop busy with writes long enough that
+        /// the acks sit unread and a reliable connection that acked in time overflows its 1,000-message buffer.
+        public var threads: Int = 1
 
         /// Creates a configuration with the defaults of Microsoft's emulator.
         public init(host: String = "127.0.0.1", port: Int = 8080, accessKey: String = WebPubSubEmulator.defaultAccessKey,

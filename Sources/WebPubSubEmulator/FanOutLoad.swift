@@ -29,14 +29,20 @@ public enum FanOutLoad {
 
     /// What was measured.
     public struct Result: Sendable, CustomStringConvertible {
+        /// Receivers in the group.
         public var receivers: Int
+        /// Messages the publisher sent.
         public var messagesPublished: Int
+        /// Messages counted by all receivers together.
         public var delivered: Int
+        /// From the first publish to the last delivery.
         public var seconds: Double
         /// Delivered messages per second, over all receivers.
         public var deliveredPerSecond: Double { seconds > 0 ? Double(delivered) / seconds : 0 }
+        /// Whether every receiver got every message.
         public var complete: Bool { delivered == receivers * messagesPublished }
 
+        /// One line: counts, seconds and rate.
         public var description: String {
             String(format: "receivers=%d published=%d delivered=%d seconds=%.3f rate=%.0f msg/s%@", receivers,
                    messagesPublished, delivered, seconds, deliveredPerSecond, complete ? "" : " (INCOMPLETE)")

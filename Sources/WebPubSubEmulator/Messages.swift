@@ -8,6 +8,7 @@ public enum DataType: String, Sendable {
 /// A message payload as it travels in the JSON protocols: its type and the raw JSON of `data`
 /// (a JSON string for text, a base64 JSON string for binary/protobuf, any JSON value for json).
 public struct MessageData: Sendable, Equatable {
+    /// `text`, `json`, `binary` or `protobuf`.
     public var dataType: DataType
     /// The JSON text of the `data` field, forwarded verbatim.
     public var rawJSON: [UInt8]
@@ -81,9 +82,14 @@ public enum ClientMessage: Sendable, Equatable {
     case event(name: String, ackID: UInt64?, data: MessageData)
     case sequenceAck(UInt64)
     case ping
+    /// `invoke` with `target:"event"`: the upstream's answer comes back as `invokeResponse`.
+    case invoke(invocationID: String, event: String, data: MessageData?)
+    /// `cancelInvocation` (accepted and ignored: the upstream call is not aborted).
+    case cancelInvocation(invocationID: String)
 
     /// Why a frame is not a valid message (the service closes with 1007).
     public struct ParseError: Error, Equatable, Sendable {
+        /// What was wrong (for the log).
         public var reason: String
     }
 
@@ -91,7 +97,7 @@ public enum ClientMessage: Sendable, Equatable {
     public var ackID: UInt64? {
         switch self {
         case .joinGroup(_, let a), .leaveGroup(_, let a), .sendToGroup(_, let a, _, _), .event(_, let a, _): return a
-        case .sequenceAck, .ping: return nil
+        case .sequenceAck, .ping, .invoke, .cancelInvocation: return nil
         }
     }
 
@@ -160,6 +166,14 @@ public enum ClientMessage: Sendable, Equatable {
             guard let v = try uint("sequenceId") else { throw ParseError(reason: "missing sequenceId") }
             return .sequenceAck(v)
         case "ping": return .ping
+        case "invoke":
+            guard let id = string("invocationId"), !id.isEmpty else { throw ParseError(reason: "missing invocationId") }
+            if let target = string("target"), target != "event" { throw ParseError(reason: "unsupported invoke target") }
+            guard let name = string("event"), EventName.isValid(name) else { throw ParseError(reason: "invalid event name") }
+            return .invoke(invocationID: id, event: name, data: fields["data"] == nil ? nil : try payload())
+        case "cancelInvocation":
+            guard let id = string("invocationId"), !id.isEmpty else { throw ParseError(reason: "missing invocationId") }
+            return .cancelInvocation(invocationID: id)
         default: throw ParseError(reason: "unknown type '\(type)'")
         }
     }
@@ -218,6 +232,32 @@ public enum Downstream {
         } else {
             append(#","success":true}"#, &o)
         }
+        return o
+    }
+
+    /// `invokeResponse`: success with optional data, or failure with an error.
+    public static func invokeResponse(_ invocationID: String, data: MessageData?, error: (name: String, message: String)?)
+        -> [UInt8]
+    {
+        var o = [UInt8]()
+        append(#"{"type":"invokeResponse","invocationId":"#, &o)
+        JSONScanner.appendString(invocationID, to: &o)
+        if let error {
+            append(#","success":false,"error":{"name":"#, &o)
+            JSONScanner.appendString(error.name, to: &o)
+            append(#","message":"#, &o)
+            JSONScanner.appendString(error.message, to: &o)
+            append("}}", &o)
+            return o
+        }
+        append(#","success":true"#, &o)
+        if let data {
+            append(#","dataType":""#, &o)
+            o.append(contentsOf: Array(data.dataType.rawValue.utf8))
+            append(#"","data":"#, &o)
+            o.append(contentsOf: data.rawJSON)
+        }
+        o.append(UInt8(ascii: "}"))
         return o
     }
 

@@ -4,8 +4,11 @@
 public struct ODataFilter: Sendable {
     /// What a filter is evaluated against.
     public struct Subject: Sendable {
+        /// `connectionId`.
         public var connectionID: String
+        /// `userId` (null when anonymous).
         public var userID: String?
+        /// `groups`.
         public var groups: Set<String>
         /// Creates a subject.
         public init(connectionID: String, userID: String?, groups: Set<String>) {

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOWebSocket
@@ -14,32 +15,31 @@ enum SocketOp: Sendable {
     case setReading(Bool)
 }
 
-/// Collects socket operations while the state lock is held, then hands them to the event loops.
+/// Collects socket operations while the state lock is held, then hands them to each socket's ``ChannelMailbox``.
 ///
-/// `submit()` must be called while the state lock is still held: `EventLoop.execute` enqueues in FIFO order,
-/// so operations reach each socket in the order the state decided them (sequence ids stay in order even
-/// when two threads fan out to the same connection).
+/// `submit()` must be called while the state lock is still held: mailboxes keep FIFO order, so operations
+/// reach each socket in the order the state decided them (sequence ids stay in order even when two threads
+/// fan out to the same connection).
 struct Outbox {
-    private var batches: [ObjectIdentifier: (loop: any EventLoop, ops: [(any Channel, SocketOp)])] = [:]
+    private var batches: [ObjectIdentifier: (channel: any Channel, ops: [SocketOp])] = [:]
     private var order: [ObjectIdentifier] = []
 
     var isEmpty: Bool { order.isEmpty }
 
     mutating func add(_ channel: any Channel, _ op: SocketOp) {
-        let key = ObjectIdentifier(channel.eventLoop)
+        let key = ObjectIdentifier(channel)
         if batches[key] == nil {
-            batches[key] = (channel.eventLoop, [])
+            batches[key] = (channel, [])
             order.append(key)
         }
-        batches[key]!.ops.append((channel, op))
+        batches[key]!.ops.append(op)
     }
 
-    /// Schedules every batch on its loop (call with the state lock held).
+    /// Posts every batch to its channel's mailbox (call with the state lock held).
     mutating func submit() {
         for key in order {
             let batch = batches[key]!
-            let ops = batch.ops
-            batch.loop.execute { Outbox.run(ops) }
+            ChannelMailbox.of(batch.channel).post(batch.ops)
         }
         batches.removeAll(keepingCapacity: true)
         order.removeAll(keepingCapacity: true)
@@ -77,10 +77,7 @@ struct Outbox {
         for channel in toFlush { channel.flush() }
     }
 
-    /// The user event announcing a service-initiated close to ``ClientSocketHandler``.
-struct ServiceClosing: Sendable {}
-
-/// TCP reset: SO_LINGER {1, 0}, then close.
+    /// TCP reset: SO_LINGER {1, 0}, then close.
     static func abort(_ channel: any Channel) {
         guard channel.isActive else { return }
         guard let provider = channel as? any SocketOptionProvider else {
@@ -93,3 +90,64 @@ struct ServiceClosing: Sendable {}
 
 /// The user event announcing a service-initiated close to ``ClientSocketHandler``.
 struct ServiceClosing: Sendable {}
+
+/// The operations waiting for one socket, drained by at most one event-loop task at a time.
+///
+/// Posting a task per message would let a busy publisher flood a receiver's event loop with tasks: the loop
+/// then runs thousands of write tasks before it reads the socket again, so a reliable client's `sequenceAck`s
+/// sit unread and its buffer overflows (1008) although the client acked in time. With a mailbox, everything
+/// posted since the last drain goes out in one task, and the loop gets back to reading.
+///
+/// `@unchecked Sendable`: `ops` and `scheduled` are guarded by `lock`; `channel` is immutable.
+final class ChannelMailbox: @unchecked Sendable {
+    private static let registry = NIOLockedValueBox<[ObjectIdentifier: ChannelMailbox]>([:])
+
+    private let channel: any Channel
+    private let lock = NIOLock()
+    private var ops: [SocketOp] = []
+    private var scheduled = false
+
+    private init(_ channel: any Channel) { self.channel = channel }
+
+    /// The mailbox of `channel`, made on first use and forgotten when the channel closes.
+    static func of(_ channel: any Channel) -> ChannelMailbox {
+        let key = ObjectIdentifier(channel)
+        let (mailbox, isNew) = registry.withLockedValue { boxes -> (ChannelMailbox, Bool) in
+            if let existing = boxes[key] { return (existing, false) }
+            let made = ChannelMailbox(channel)
+            boxes[key] = made
+            return (made, true)
+        }
+        if isNew {
+            channel.closeFuture.whenComplete { _ in
+                // Drain what is left (close frames run their own guards), then forget the mailbox.
+                mailbox.drain()
+                registry.withLockedValue { boxes in
+                    if boxes[key] === mailbox { boxes[key] = nil }
+                }
+            }
+        }
+        return mailbox
+    }
+
+    /// Appends `new` in order and schedules a drain unless one is pending.
+    func post(_ new: [SocketOp]) {
+        let schedule = lock.withLock { () -> Bool in
+            ops.append(contentsOf: new)
+            if scheduled { return false }
+            scheduled = true
+            return true
+        }
+        if schedule { channel.eventLoop.execute { self.drain() } }
+    }
+
+    private func drain() {
+        let batch = lock.withLock { () -> [SocketOp] in
+            scheduled = false
+            defer { ops.removeAll(keepingCapacity: true) }
+            return ops
+        }
+        guard !batch.isEmpty else { return }
+        Outbox.run(batch.map { (channel, $0) })
+    }
+}

@@ -3,7 +3,9 @@
 public struct ReliableBuffer<Payload>: Sendable where Payload: Sendable {
     /// Limits of the unacknowledged buffer (the service: 1,000 messages or 16 MB).
     public struct Limits: Sendable, Equatable {
+        /// Most unacknowledged messages.
         public var maxMessages: Int
+        /// Most unacknowledged bytes.
         public var maxBytes: Int
         /// Creates limits.
         public init(maxMessages: Int = 1000, maxBytes: Int = 16 * 1024 * 1024) {
@@ -14,8 +16,11 @@ public struct ReliableBuffer<Payload>: Sendable where Payload: Sendable {
 
     /// One buffered message.
     public struct Entry: Sendable {
+        /// Its sequence id.
         public var sequenceID: UInt64
+        /// Its size in bytes (counted against `maxBytes`).
         public var size: Int
+        /// The encoded message.
         public var payload: Payload
     }
 

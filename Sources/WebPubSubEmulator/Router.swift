@@ -10,7 +10,7 @@ extension WebPubSubEmulator {
         let logger = configuration.logger
         if s == ["api", "health"] { return HTTPResult(status: .ok) }
         if s == ["health"] { return .json(.ok, #"{"status":"Healthy"}"#) }
-        if s.first == "_emulator" { return hook(head.method, Array(s.dropFirst()), t) }
+        if s.first == "_emulator" { return hook(head.method, Array(s.dropFirst()), t, body) }
         guard s.count >= 3, s[0] == "api", s[1] == "hubs" else {
             state.countBadRequest()
             logger.warning("unknown path", metadata: ["method": "\(head.method)", "path": "\(t.path)"])
@@ -215,7 +215,7 @@ extension WebPubSubEmulator {
         return .json(.ok, json + "}")
     }
 
-    private func hook(_ m: HTTPMethod, _ s: [String], _ t: RequestTarget) -> HTTPResult {
+    private func hook(_ m: HTTPMethod, _ s: [String], _ t: RequestTarget, _ body: [UInt8]) -> HTTPResult {
         switch (m, s.count) {
         case (.GET, 1) where s[0] == "stats": return .json(.ok, state.statsJSON())
         case (.POST, 2) where s == ["stats", "reset"]:
@@ -230,6 +230,20 @@ extension WebPubSubEmulator {
             case "expire": found = state.hook(.expire, connectionID: id)
             case "pause": found = state.hook(.pause, connectionID: id)
             case "resume": found = state.hook(.resume, connectionID: id)
+            case "close":
+                guard let code = UInt16(t.first("code") ?? "1011"), (1000...4999).contains(code),
+                      ![1004, 1005, 1006, 1015].contains(code) else {
+                    return .error(.badRequest, "BadRequest", "code must be a sendable close code.")
+                }
+                found = state.closeHook(connectionID: id, code: code, reason: t.first("reason") ?? "",
+                                        disconnected: t.first("disconnected") == "true")
+            case "frame":
+                found = state.frameHook(connectionID: id, bytes: body, binary: t.first("binary") == "true")
+            case "replay":
+                guard let n = state.replayHook(connectionID: id) else {
+                    return .error(.notFound, "NotFound", "No connection '\(id)'.")
+                }
+                return .json(.ok, "{\"replayed\":\(n)}")
             case "fail-acks":
                 found = state.ackHook(connectionID: id, fail: Int(t.first("count") ?? "1") ?? 1, drop: nil,
                                       delayMilliseconds: t.first("delay-acks-ms").flatMap { Int($0) })

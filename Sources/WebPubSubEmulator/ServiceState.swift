@@ -30,7 +30,8 @@ struct Effects {
 /// Threading: every mutable field lives behind the single `lock` (a NIOLock); sockets belong to several event
 /// loops, and the state is touched from all of them. Socket writes decided under the lock are enqueued on
 /// their loop before the lock is released (see ``Outbox``), which keeps per-connection order.
-/// `@unchecked Sendable`: guarded by `lock`.
+/// `@unchecked Sendable`: guarded by `lock`, except `timerLoop` and `upstream`, which `start()` writes once before
+/// the listener exists and which are only read afterwards.
 final class ServiceState: @unchecked Sendable {
     let lock = NIOLock()
     private var hubs: [String: HubState] = [:]
@@ -95,18 +96,21 @@ final class ServiceState: @unchecked Sendable {
         }
     }
 
-    /// Delivers a data message to one session in its protocol's shape. Returns false if the session overflowed.
+    /// Delivers a data message to one session in its protocol's shape; a reliable session whose buffer overflows
+    /// is closed with 1008 instead.
     private func deliver(_ s: Session, _ p: inout Prepared, _ fx: inout Effects) {
         switch s.kind {
         case .json:
             send(s, .frame(WebSocketFrame(fin: true, opcode: .text, data: p.json)), &fx)
         case .reliable:
-            let prefix = Downstream.sequencePrefix(s.reliable!.lastSequenceID + 1)
             let tail = p.tail
             let alloc = allocator
-            guard let (_, buffer) = s.reliable!.append(size: prefix.count + tail.readableBytes, { _ in
-                var b = alloc.buffer(capacity: prefix.count + tail.readableBytes)
-                b.writeBytes(prefix)
+            guard let (_, buffer) = s.reliable!.append(size: tail.readableBytes + 24, { sequenceID in
+                // `{"sequenceId":N,` + the shared body minus its `{`: no re-encoding per receiver.
+                var b = alloc.buffer(capacity: tail.readableBytes + 24)
+                b.writeStaticString(#"{"sequenceId":"#)
+                b.writeString(String(sequenceID))
+                b.writeInteger(UInt8(ascii: ","))
                 b.writeImmutableBuffer(tail)
                 return b
             }) else {
@@ -319,6 +323,16 @@ final class ServiceState: @unchecked Sendable {
             case .ping:
                 send(s, textFrame(Downstream.pong), &fx)
                 return
+            case .cancelInvocation:
+                return
+            case .invoke(let id, let name, let data):
+                guard let upstream, upstream.handler(hub: s.hub, userEvent: name) != nil else {
+                    send(s, textFrame(Downstream.invokeResponse(id, data: nil, error: ("InternalServerError", "Internal server error"))), &fx)
+                    return
+                }
+                let payload = data ?? MessageData.binary([])
+                fx.later.append { upstream.userEvent(name, session: s, data: payload, ackID: nil, invocationID: id) }
+                return
             default: break
             }
             if let ackID = message.ackID {
@@ -367,7 +381,7 @@ final class ServiceState: @unchecked Sendable {
                     return fail("InternalServerError", "Internal server error")
                 }
                 fx.later.append { upstream.userEvent(name, session: s, data: data, ackID: ackID) }
-            case .sequenceAck, .ping: break
+            case .sequenceAck, .ping, .invoke, .cancelInvocation: break
             }
         }
     }
@@ -377,6 +391,16 @@ final class ServiceState: @unchecked Sendable {
         mutate { fx in
             guard !s.ended else { return }
             stats.messagesIn += 1
+            if let g = s.rawSendGroup {
+                guard s.permissions.allows(.sendToGroup, group: g) else {
+                    logger.warning("raw sendToGroup without permission; closing 1008", metadata: ["connectionId": "\(s.id)"])
+                    close(s, code: .policyViolation, reason: "The client does not have permission to send to group '\(g)'.", &fx)
+                    return
+                }
+                let data = text ? MessageData.text(String(decoding: bytes, as: UTF8.self)) : MessageData.binary(bytes)
+                publish(hubKey: s.hubKey, group: g, data: data, fromUserID: s.userID, skip: nil, excluded: [], filter: nil, &fx)
+                return
+            }
             guard let upstream, upstream.handler(hub: s.hub, userEvent: "message") != nil else {
                 logger.warning("raw client message with no event handler; closing 1011", metadata: ["connectionId": "\(s.id)"])
                 close(s, code: .unexpectedServerError, reason: "Internal server error", &fx)
@@ -388,9 +412,17 @@ final class ServiceState: @unchecked Sendable {
     }
 
     /// The upstream answered a user event: deliver the body (if any) as a server message, then ack.
-    func eventCompleted(_ s: Session, ackID: UInt64?, response: MessageData?, state: String?, failed: Bool) {
+    func eventCompleted(_ s: Session, ackID: UInt64?, response: MessageData?, state: String?, failed: Bool,
+                        invocationID: String? = nil) {
         mutate { fx in
             guard !s.ended else { return }
+            if let invocationID {
+                if !failed, let state { s.connectionState = state }
+                send(s, textFrame(Downstream.invokeResponse(
+                    invocationID, data: failed ? nil : response,
+                    error: failed ? ("InternalServerError", "Internal server error") : nil)), &fx)
+                return
+            }
             if failed {
                 if s.kind == .raw {
                     close(s, code: .unexpectedServerError, reason: "Internal server error", &fx)
@@ -601,6 +633,41 @@ final class ServiceState: @unchecked Sendable {
             if let drop { s.dropAcks = drop }
             if let delayMilliseconds { s.ackDelayMilliseconds = delayMilliseconds }
             return true
+        }
+    }
+
+    /// Close hook: a close frame with any code. Without `disconnected`; a reliable session survives (like a
+    /// transport failure) unless the code is 1008. `disconnected` sends the system message first.
+    func closeHook(connectionID: String, code: UInt16, reason: String, disconnected: Bool) -> Bool {
+        mutate { fx in
+            guard let s = sessions[connectionID] else { return false }
+            if let ch = s.channel {
+                if disconnected && s.kind != .raw { fx.outbox.add(ch, textFrame(Downstream.disconnected(reason))) }
+                fx.outbox.add(ch, .close(code: WebSocketErrorCode(codeNumber: Int(code)), reason: reason))
+            }
+            if code == 1008 || s.kind != .reliable { end(s, reason: reason, &fx) }
+            logger.info("test hook", metadata: ["hook": "close", "code": "\(code)", "connectionId": "\(connectionID)"])
+            return true
+        }
+    }
+
+    /// Frame hook: writes `bytes` to the socket as one text (or binary) frame, verbatim, outside all bookkeeping
+    /// (for client tests of unknown, malformed or out-of-order service messages).
+    func frameHook(connectionID: String, bytes: [UInt8], binary: Bool) -> Bool {
+        mutate { fx in
+            guard let s = sessions[connectionID] else { return false }
+            send(s, .frame(WebSocketFrame(fin: true, opcode: binary ? .binary : .text, data: allocator.buffer(bytes: bytes))), &fx)
+            return true
+        }
+    }
+
+    /// Replay hook: sends every unacknowledged message again (duplicates for the client to drop).
+    func replayHook(connectionID: String) -> Int? {
+        mutate { fx in
+            guard let s = sessions[connectionID] else { return nil }
+            guard let pending = s.reliable?.pending else { return 0 }
+            for entry in pending { send(s, .frame(WebSocketFrame(fin: true, opcode: .text, data: entry.payload)), &fx) }
+            return pending.count
         }
     }
 

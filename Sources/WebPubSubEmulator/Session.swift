@@ -28,7 +28,7 @@ final class Session: @unchecked Sendable {
     let hub: String
     let hubKey: String
     let kind: ClientProtocolKind
-    var userID: String?
+    let userID: String?
     var permissions: PermissionSet
     var groups: Set<String> = []
     var acks: AckMemory
@@ -46,6 +46,7 @@ final class Session: @unchecked Sendable {
     /// CloudEvents `ce-id` counter (`connect` = 0, `connected` = 1, then +1 per event).
     var cloudEventCounter = 1
     var connectionState: String?
+    var rawSendGroup: String?
     var claims: [String: [String]]
     let connectedAt = Date()
 

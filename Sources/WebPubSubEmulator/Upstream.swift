@@ -98,14 +98,14 @@ final class Upstream: Sendable {
         if let userID { headers.append(("ce-userId", userID)) }
         if let subprotocol { headers.append(("ce-subprotocol", subprotocol)) }
         if let state { headers.append(("ce-connectionState", state)) }
-        state_countUpstream()
+        countUpstreamRequest()
         let client = self.client, timeout = self.timeout, finalHeaders = headers
         return validate(validationURL).flatMap {
             client.request(method: .POST, url: url, headers: finalHeaders, body: body, timeout: timeout)
         }
     }
 
-    private func state_countUpstream() {
+    private func countUpstreamRequest() {
         state.lock.withLock { state.stats.upstreamRequests += 1 }
     }
 
@@ -122,7 +122,6 @@ final class Upstream: Sendable {
         guard let h = handler(hub: hub, systemEvent: "connect") else {
             return loop.makeSucceededFuture(.accept(userID: .none, roles: nil, groups: nil, subprotocol: nil, state: nil))
         }
-        func json(_ d: [String: [String]]) -> Any { d }
         let object: [String: Any] = ["claims": claims, "query": query, "headers": headers, "subprotocols": subprotocols,
                                      "clientCertificates": [Any]()]
         let body = (try? JSONSerialization.data(withJSONObject: object)).map { [UInt8]($0) } ?? Array("{}".utf8)
@@ -183,7 +182,7 @@ final class Upstream: Sendable {
     }
 
     /// Blocking user event: the response body comes back to the client before the ack.
-    func userEvent(_ name: String, session s: Session, data: MessageData, ackID: UInt64?) {
+    func userEvent(_ name: String, session s: Session, data: MessageData, ackID: UInt64?, invocationID: String? = nil) {
         guard let h = handler(hub: s.hub, userEvent: name) else { return }
         let state = self.state
         let (ceID, connState): (Int, String?) = state.lock.withLock {
@@ -203,16 +202,17 @@ final class Upstream: Sendable {
                                                defaultType: .binary)
                     if !r.body.isEmpty && response == nil {
                         self.logger.warning("event handler answered invalid JSON", metadata: ["event": "\(name)"])
-                        state.eventCompleted(s, ackID: ackID, response: nil, state: nil, failed: true)
+                        state.eventCompleted(s, ackID: ackID, response: nil, state: nil, failed: true, invocationID: invocationID)
                     } else {
-                        state.eventCompleted(s, ackID: ackID, response: response, state: newState, failed: false)
+                        state.eventCompleted(s, ackID: ackID, response: response, state: newState, failed: false,
+                                             invocationID: invocationID)
                     }
                 case .success(let r):
                     self.logger.warning("event handler answered \(r.status)", metadata: ["event": "\(name)"])
-                    state.eventCompleted(s, ackID: ackID, response: nil, state: nil, failed: true)
+                    state.eventCompleted(s, ackID: ackID, response: nil, state: nil, failed: true, invocationID: invocationID)
                 case .failure(let e):
                     self.logger.warning("event handler failed", metadata: ["event": "\(name)", "error": "\(e)"])
-                    state.eventCompleted(s, ackID: ackID, response: nil, state: nil, failed: true)
+                    state.eventCompleted(s, ackID: ackID, response: nil, state: nil, failed: true, invocationID: invocationID)
                 }
             }
     }

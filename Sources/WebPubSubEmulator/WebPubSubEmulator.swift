@@ -161,6 +161,8 @@ struct OpenPlan: Sendable {
     var groups: [String]
     var claims: [String: [String]]
     var connectionState: String?
+    /// Plain clients with `webpubsub_mode=sendToGroup&group=G`: every frame is published to G.
+    var rawSendGroup: String?
 }
 
 /// Parsed request target.
@@ -264,6 +266,12 @@ extension WebPubSubEmulator {
         if !claims.roles.isEmpty { claimMap["role"] = claims.roles }
         if !claims.groups.isEmpty { claimMap["webpubsub.group"] = claims.groups }
         plan.claims = claimMap
+        if kind == .raw, target.first("webpubsub_mode")?.lowercased() == "sendtogroup" {
+            guard let g = target.first("group"), !g.isEmpty, g.count <= 1024 else {
+                return reject(.badRequest, "webpubsub_mode=sendToGroup needs a group.")
+            }
+            plan.rawSendGroup = g
+        }
 
         guard let upstream = state.upstream, upstream.handler(hub: hub, systemEvent: "connect") != nil else {
             box.decision = .open(plan)
@@ -307,6 +315,7 @@ extension WebPubSubEmulator {
                                 roles: plan.roles, claims: plan.claims, ackCapacity: configuration.ackMemoryCapacity,
                                 reliableLimits: configuration.reliableBufferLimits)
                 s.connectionState = plan.connectionState
+                s.rawSendGroup = plan.rawSendGroup
                 try channel.pipeline.syncOperations.addHandler(
                     ClientSocketHandler(state: state, session: s, maxMessageSize: configuration.maxMessageSize))
                 state.open(s, channel: channel, initialGroups: plan.groups)

@@ -37,6 +37,8 @@ struct FrameParser: Sendable {
     var maximumFrameSize: Int
     private var buffer: [UInt8] = []
     private var start = 0
+    /// Buffer capacity kept once empty; a bigger buffer (after a large frame) is released.
+    static let retainedCapacity = 256 * 1024
 
     init(maximumFrameSize: Int) {
         self.maximumFrameSize = maximumFrameSize
@@ -60,7 +62,7 @@ struct FrameParser: Sendable {
 
     private mutating func compactIfUseful() {
         if start == buffer.count {
-            buffer.removeAll(keepingCapacity: true)
+            buffer.removeAll(keepingCapacity: buffer.capacity <= Self.retainedCapacity)
             start = 0
         } else if start > 65_536 && start > buffer.count / 2 {
             buffer.removeSubrange(0..<start)
@@ -68,8 +70,16 @@ struct FrameParser: Sendable {
         }
     }
 
-    /// The next complete frame, nil when more bytes are needed. Throws on a framing violation.
-    mutating func next() throws(FrameError) -> WebSocketFrame? {
+    /// A frame header: what it says and where the payload starts.
+    private struct Header {
+        var fin: Bool
+        var opcode: WebSocketOpcode
+        var headerLength: Int
+        var length: Int
+    }
+
+    /// Parses the header at `start`; nil when more bytes are needed.
+    private func header() throws(FrameError) -> Header? {
         let available = buffer.count - start
         guard available >= 2 else { return nil }
         let b0 = buffer[start]
@@ -81,8 +91,7 @@ struct FrameParser: Sendable {
         guard let opcode = WebSocketOpcode(rawValue: b0 & 0x0F) else {
             throw FrameError(closeCode: .protocolError, message: "reserved opcode \(b0 & 0x0F)")
         }
-        let masked = b1 & 0x80 != 0
-        if masked {
+        if b1 & 0x80 != 0 {
             throw FrameError(closeCode: .protocolError, message: "a server frame was masked")
         }
         var length = UInt64(b1 & 0x7F)
@@ -107,16 +116,31 @@ struct FrameParser: Sendable {
         if length > UInt64(maximumFrameSize) {
             throw FrameError(closeCode: .messageTooBig, message: "frame of \(length) bytes exceeds \(maximumFrameSize)")
         }
-        let total = headerLength + Int(length)
-        guard available >= total else { return nil }
-        let payloadStart = start + headerLength
-        let payload = Array(buffer[payloadStart..<(payloadStart + Int(length))])
+        return Header(fin: fin, opcode: opcode, headerLength: headerLength, length: Int(length))
+    }
+
+    /// The next complete frame, nil when more bytes are needed. Throws on a framing violation.
+    mutating func next() throws(FrameError) -> WebSocketFrame? {
+        guard let h = try header() else { return nil }
+        let total = h.headerLength + h.length
+        guard buffer.count - start >= total else { return nil }
+        let payloadStart = start + h.headerLength
+        let payload = Array(buffer[payloadStart..<(payloadStart + h.length)])
         start += total
         if start == buffer.count {
-            buffer.removeAll(keepingCapacity: true)
+            buffer.removeAll(keepingCapacity: buffer.capacity <= Self.retainedCapacity)
             start = 0
         }
-        return WebSocketFrame(fin: fin, opcode: opcode, payload: payload)
+        return WebSocketFrame(fin: h.fin, opcode: h.opcode, payload: payload)
+    }
+
+    /// The frame being received when its header is complete but its payload is not: its opcode and
+    /// the payload bytes so far (lets text be validated before the frame completes: "fail fast").
+    func partialFrame() -> (opcode: WebSocketOpcode, payload: ArraySlice<UInt8>)? {
+        guard let h = try? header() else { return nil }
+        let payloadStart = start + h.headerLength
+        guard payloadStart <= buffer.count, buffer.count - payloadStart < h.length else { return nil }
+        return (h.opcode, buffer[payloadStart..<buffer.count])
     }
 }
 

@@ -119,13 +119,15 @@ struct Handshake: Sendable {
     }
 
     /// Parses the response in `buffer` (all bytes received so far).
-    func parse(_ buffer: [UInt8]) -> Outcome {
+    /// - Parameter scannedUpTo: bytes already known to hold no `CRLFCRLF` (from an earlier call), so a
+    ///   head that arrives in many small pieces is scanned once, not quadratically.
+    func parse(_ buffer: [UInt8], scannedUpTo: Int = 0) -> Outcome {
         // Fail fast on an answer that is not HTTP at all, without waiting for a head that never ends.
         let prefix = Array("HTTP/1.".utf8)
         if !buffer.starts(with: prefix.prefix(buffer.count)) {
             return .failed(WebSocketError(.invalidUpgradeResponse, "the answer is not HTTP/1.x"))
         }
-        guard let headEnd = Self.findHeadEnd(buffer) else {
+        guard let headEnd = Self.findHeadEnd(buffer, from: max(0, scannedUpTo - 3)) else {
             if buffer.count > Self.maximumHeadSize {
                 return .failed(WebSocketError(.invalidUpgradeResponse, "response head larger than 16 KiB"))
             }
@@ -199,9 +201,9 @@ struct Handshake: Sendable {
         String(String.UnicodeScalarView(s.unicodeScalars.filter { $0 != "\r" && $0 != "\n" && $0 != "\0" }))
     }
 
-    static func findHeadEnd(_ b: [UInt8]) -> Int? {
+    static func findHeadEnd(_ b: [UInt8], from: Int = 0) -> Int? {
         guard b.count >= 4 else { return nil }
-        var i = 0
+        var i = from
         while i + 3 < b.count {
             if b[i] == 13 && b[i + 1] == 10 && b[i + 2] == 13 && b[i + 3] == 10 { return i }
             i += 1

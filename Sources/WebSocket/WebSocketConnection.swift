@@ -30,7 +30,7 @@ private final class SocketCloser: @unchecked Sendable {  // `remaining` guarded 
     init(fd: Int32) { self.fd = fd }
     func sourceCancelled() {
         remaining -= 1
-        if remaining == 0 { _ = Foundation.close(fd) }
+        if remaining == 0 { WebSocketConnection.closeSocket(fd) }
     }
 }
 
@@ -43,7 +43,8 @@ private final class Backlog: @unchecked Sendable {  // fields guarded by `lock`
     func reserve(_ n: Int, limit: Int) -> Bool {
         lock.lock()
         defer { lock.unlock() }
-        if n > 0 && enqueued + buffered + n > limit { return false }
+        // A message always fits into an empty buffer, whatever its size.
+        if enqueued + buffered > 0 && enqueued + buffered + n > limit { return false }
         enqueued += n
         return true
     }
@@ -91,6 +92,7 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
 
     // Everything below is confined to `queue`.
     private var phase: Phase = .idle
+    private var connectCalled = false
     private var handlers: WebSocketHandlers?
     private var endpoint: WebSocketEndpoint?
     private var addresses: [ResolvedAddress] = []
@@ -103,6 +105,7 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     private var tls: TLSSession?
     private var handshake: Handshake?
     private var responseBuffer: [UInt8] = []
+    private var headScanned = 0
     private var rejection: (status: Int, headers: [(name: String, value: String)], body: [UInt8], wanted: Int)?
     private var parser: FrameParser
     private var machine: WebSocketStateMachine
@@ -111,8 +114,12 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     private var scratch: [UInt8] = []
     private var plaintext: [UInt8] = []
     private var earlyMessages: [(WebSocketMessage, Int)] = []
+    private var pendingFragments: [PendingMessage] = []
+    private var pendingBytes = 0
     private var connectTimer: (any DispatchSourceTimer)?
     private var closeTimer: (any DispatchSourceTimer)?
+    private var bodyTimer: (any DispatchSourceTimer)?
+    private var attemptTimer: (any DispatchSourceTimer)?
     private var pingTimer: (any DispatchSourceTimer)?
     private var watchdogTimer: (any DispatchSourceTimer)?
     private var failure: WebSocketError?
@@ -125,10 +132,13 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     /// - Parameters:
     ///   - url: `ws://` or `wss://` URL. Its query string is never logged.
     ///   - configuration: options.
-    ///   - queue: a serial queue that owns the socket and runs every handler.
+    ///   - queue: a serial queue that owns the socket and runs every handler; by default a new one from
+    ///     ``makeQueue(label:)``. Pass your own to share it with your state (make it with
+    ///     ``makeQueue(label:)`` or give it a non-overcommitting target when you have many connections).
     ///   - logger: where to log (connect, open, close at debug level; never headers or query strings).
     public init(
-        url: URL, configuration: WebSocketConfiguration = .init(), queue: DispatchQueue,
+        url: URL, configuration: WebSocketConfiguration = .init(),
+        queue: DispatchQueue = WebSocketConnection.makeQueue(label: "websocket"),
         logger: Logger = Logger(label: "WebSocket")
     ) {
         self.url = url
@@ -145,6 +155,24 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
             queue.setSpecific(key: Self.queueKey, value: m)
             marker = m
         }
+    }
+
+    /// A serial queue suited to own a connection: it targets the shared, non-overcommitting global
+    /// queue, so thousands of connections (and their handlers) run on a few threads.
+    ///
+    /// A queue made with plain `DispatchQueue(label:)` is overcommitting: when many are busy at once,
+    /// Dispatch may give each its own thread (1,000 such connections reached 261 threads in a test,
+    /// against 9 with queues from this method).
+    public static func makeQueue(label: String) -> DispatchQueue {
+        DispatchQueue(label: label, target: .global())
+    }
+
+    /// Sockets this module has open right now, process-wide (for leak tests).
+    static let openSockets = LockedValue<Int>(0)
+
+    static func closeSocket(_ fd: Int32) {
+        _ = Foundation.close(fd)
+        openSockets.modify { $0 -= 1 }
     }
 
     private var isOnQueue: Bool { DispatchQueue.getSpecific(key: Self.queueKey) === marker }
@@ -165,7 +193,9 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     /// connection opens are held until it does; after close they are dropped.
     ///
     /// - Returns: false (and drops the message) when it would take ``bufferedAmount`` beyond
-    ///   ``WebSocketConfiguration/maximumBufferedAmount``; wait for ``bufferedAmount`` to drop and retry.
+    ///   ``WebSocketConfiguration/maximumBufferedAmount`` (a message always fits into an empty buffer);
+    ///   wait for ``bufferedAmount`` to drop and retry. True does not mean delivered: a message accepted
+    ///   here is dropped if the connection closes first.
     @discardableResult
     public func send(_ message: WebSocketMessage) -> Bool {
         let size: Int
@@ -222,7 +252,13 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     // MARK: Connecting
 
     private func start(_ handlers: WebSocketHandlers) {
-        guard phase == .idle else { return }
+        guard !connectCalled else { return }
+        connectCalled = true
+        guard phase == .idle else {
+            // close() or abort() came before connect(): still report exactly once.
+            handlers.onClose(makeReport())
+            return
+        }
         self.handlers = handlers
         let ep: WebSocketEndpoint
         do {
@@ -236,6 +272,10 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         logger.debug("connecting")
         connectTimer = makeTimer(after: configuration.connectTimeout) { [self] in
             guard self.phase != .open && self.phase != .closing && self.phase != .closed else { return }
+            if self.phase == .collectingBody {
+                self.finishRejection()
+                return
+            }
             self.failConnect(WebSocketError(.timedOut, "connecting took longer than \(self.configuration.connectTimeout) s"))
         }
         phase = .resolving
@@ -271,17 +311,29 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
                 lastConnectErrno = errno
                 continue
             }
+            Self.openSockets.modify { $0 += 1 }
             var one: Int32 = 1
             _ = setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             let rc = address.withSockaddr { Foundation.connect(s, $0, $1) }
             if rc == 0 || errno == EINPROGRESS {
                 fd = s
                 installSources(fd: s)
-                if rc == 0 { tcpConnected() }
+                if rc == 0 {
+                    tcpConnected()
+                } else if addresses.count - nextAddress > 0 {
+                    // More addresses to try: don't let one that drops SYNs eat the whole connect timeout.
+                    let share = configuration.connectTimeout / Double(addresses.count)
+                    attemptTimer = makeTimer(after: max(share, 1)) { [self] in
+                        guard self.phase == .connecting, self.fd == s else { return }
+                        self.lastConnectErrno = ETIMEDOUT
+                        self.removeSources()
+                        self.tryNextAddress()
+                    }
+                }
                 return
             }
             lastConnectErrno = errno
-            _ = Foundation.close(s)
+            Self.closeSocket(s)
         }
         failConnect(
             WebSocketError(.connectionFailed, "TCP connect failed: \(String(cString: strerror(lastConnectErrno)))",
@@ -331,12 +383,16 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
             return
         }
         lastConnectErrno = err
+        attemptTimer?.cancel()
+        attemptTimer = nil
         removeSources()
         tryNextAddress()
     }
 
     private func tcpConnected() {
         guard let ep = endpoint else { return }
+        attemptTimer?.cancel()
+        attemptTimer = nil
         handshake = Handshake.random(subprotocols: configuration.subprotocols)
         if ep.secure {
             do {
@@ -475,7 +531,9 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
 
     private func parseUpgradeResponse() {
         guard let handshake else { return }
-        switch handshake.parse(responseBuffer) {
+        let outcome = handshake.parse(responseBuffer, scannedUpTo: headScanned)
+        headScanned = responseBuffer.count
+        switch outcome {
         case .needMore:
             return
         case .failed(let e):
@@ -484,10 +542,18 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
             let wanted = min(length ?? Handshake.maximumBodySize, Handshake.maximumBodySize)
             rejection = (status, headers, body, wanted)
             responseBuffer = []
-            if body.count >= wanted || length == nil && body.count > 0 {
+            if body.count >= wanted {
                 finishRejection()
             } else {
                 phase = .collectingBody
+                if length == nil {
+                    // No Content-Length (chunked, or a keep-alive answer): take what arrives in a short
+                    // grace period rather than waiting for an end that may never come.
+                    bodyTimer = makeTimer(after: min(0.25, configuration.connectTimeout)) { [self] in
+                        guard self.phase == .collectingBody else { return }
+                        self.finishRejection()
+                    }
+                }
             }
         case .upgraded(let response, let leftover):
             responseBuffer = []
@@ -522,7 +588,10 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         while phase == .open || phase == .closing {
             let action: WebSocketStateMachine.Action
             do {
-                guard let frame = try parser.next() else { return }
+                guard let frame = try parser.next() else {
+                    if let partial = parser.partialFrame() { perform(machine.inspectPartial(partial.opcode, partial.payload)) }
+                    return
+                }
                 action = machine.receive(frame)
             } catch {
                 action = machine.receive(error)
@@ -546,6 +615,7 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
             handlers?.onPong(payload)
         case .replyClose(let code, let reason):
             logger.debug("peer closed", metadata: ["code": "\(code?.rawValue ?? 1005)"])
+            dropPendingFragments()  // no data after our close frame
             writeFrame(.close, FrameEncoder.closePayload(code: code, reason: reason))
             enterClosing()
         case .closeHandshakeCompleted:
@@ -554,6 +624,7 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         case .fail(let code, let error):
             logger.debug("failing connection", metadata: ["code": "\(code.rawValue)", "error": "\(error.code)"])
             failure = error
+            dropPendingFragments()
             writeFrame(.close, FrameEncoder.closePayload(code: code, reason: ""))
             enterClosing()
         }
@@ -616,30 +687,70 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         }
         backlog.release(reserved)
         guard phase == .open, machine.canSend else { return }
+        let opcode: WebSocketOpcode
+        let bytes: [UInt8]
         switch message {
         case .text(let s):
-            var s = s
-            s.withUTF8 { writeMessage(.text, UnsafeRawBufferPointer($0)) }
+            let fragmented = configuration.outgoingFragmentSize.map { s.utf8.count > $0 } ?? false
+            guard fragmented || !pendingFragments.isEmpty else {
+                var s = s
+                s.withUTF8 { writeFrame(.text, UnsafeRawBufferPointer($0), fin: true) }
+                flush()
+                return
+            }
+            opcode = .text
+            bytes = Array(s.utf8)
         case .binary(let b):
-            b.withUnsafeBytes { writeMessage(.binary, $0) }
+            let fragmented = configuration.outgoingFragmentSize.map { b.count > $0 } ?? false
+            guard fragmented || !pendingFragments.isEmpty else {
+                b.withUnsafeBytes { writeFrame(.binary, $0, fin: true) }
+                flush()
+                return
+            }
+            opcode = .binary
+            bytes = b
         }
+        // Fragmented (or queued behind a fragmented one): frames are encoded as the socket drains, so
+        // control frames (pongs, pings, close) go out between fragments instead of after the message.
+        pendingFragments.append(PendingMessage(opcode: opcode, payload: bytes))
+        pendingBytes += bytes.count
         flush()
     }
 
-    private func writeMessage(_ opcode: WebSocketOpcode, _ payload: UnsafeRawBufferPointer) {
-        guard let size = configuration.outgoingFragmentSize, size > 0, payload.count > size else {
-            writeFrame(opcode, payload, fin: true)
-            return
-        }
+    /// A data message not yet fully encoded (outgoing fragmentation).
+    private struct PendingMessage {
+        var opcode: WebSocketOpcode
+        var payload: [UInt8]
         var offset = 0
-        var first = true
-        while offset < payload.count {
-            let end = min(offset + size, payload.count)
-            let part = UnsafeRawBufferPointer(rebasing: payload[offset..<end])
-            writeFrame(first ? opcode : .continuation, part, fin: end == payload.count)
-            first = false
-            offset = end
+    }
+
+    /// Wire bytes kept encoded ahead of the socket while fragments wait.
+    private static let fragmentLowWater = 64 * 1024
+
+    /// Encodes waiting fragments while the encoded output is short. Returns true if it encoded any.
+    private func encodeFragments(all: Bool = false) -> Bool {
+        var encoded = false
+        let size = max(configuration.outgoingFragmentSize ?? Int.max, 1)
+        while let head = pendingFragments.first,
+            all || outbound.count - outboundStart < Self.fragmentLowWater,
+            phase == .open || phase == .closing
+        {
+            let end = head.payload.count - head.offset > size ? head.offset + size : head.payload.count
+            let first = head.offset == 0
+            head.payload.withUnsafeBytes { raw in
+                let part = UnsafeRawBufferPointer(rebasing: raw[head.offset..<end])
+                writeFrame(first ? head.opcode : .continuation, part, fin: end == head.payload.count)
+            }
+            guard phase != .closed, !pendingFragments.isEmpty else { return encoded }  // lost while writing
+            pendingBytes -= end - head.offset
+            if end == head.payload.count {
+                pendingFragments.removeFirst()
+            } else {
+                pendingFragments[0].offset = end
+            }
+            encoded = true
         }
+        return encoded
     }
 
     private func writeFrame(_ opcode: WebSocketOpcode, _ payload: [UInt8]) {
@@ -651,8 +762,10 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         if let tls {
             scratch.removeAll(keepingCapacity: true)
             FrameEncoder.encode(opcode: opcode, fin: fin, payload: payload, maskKey: key, into: &scratch)
-            if let e = scratch.withUnsafeBytes({ tls.write($0) }) {
-                connectionLost(e)
+            let error = scratch.withUnsafeBytes { tls.write($0) }
+            if scratch.capacity > 1 << 20 { scratch = [] }  // don't keep a large message's buffer around
+            if let error {
+                connectionLost(error)
                 return
             }
             tls.drainOutput(into: &outbound)
@@ -692,21 +805,10 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     /// Writes as much of `outbound` as the socket takes (send with MSG_NOSIGNAL: no SIGPIPE).
     private func flush() {
         guard fd >= 0, phase != .connecting, phase != .closed else { return }
-        while outboundStart < outbound.count {
-            let n = outbound.withUnsafeBytes { all in
-                systemSend(fd, all.baseAddress! + outboundStart, all.count - outboundStart, Int32(MSG_NOSIGNAL))
-            }
-            if n > 0 {
-                outboundStart += n
-                continue
-            }
-            let e = errno
-            if n < 0 && e == EINTR { continue }
-            if n < 0 && (e == EAGAIN || e == EWOULDBLOCK) { break }
-            backlog.setBuffered(0)
-            connectionLost(WebSocketError(.connectionReset, "send failed: \(String(cString: strerror(e)))", errno: e))
-            return
-        }
+        repeat {
+            guard writeOut() else { return }
+        } while !pendingFragments.isEmpty && outbound.count - outboundStart < Self.fragmentLowWater
+            && encodeFragments()
         if outboundStart == outbound.count {
             outbound.removeAll(keepingCapacity: outbound.capacity <= 1 << 20)
             outboundStart = 0
@@ -724,7 +826,32 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
                 writeSuspended = false
             }
         }
-        backlog.setBuffered(outbound.count - outboundStart)
+        backlog.setBuffered(outbound.count - outboundStart + pendingBytes)
+    }
+
+    /// Writes encoded bytes until the socket would block. False when the connection was lost.
+    private func writeOut() -> Bool {
+        while outboundStart < outbound.count {
+            let n = outbound.withUnsafeBytes { all in
+                systemSend(fd, all.baseAddress! + outboundStart, all.count - outboundStart, Int32(MSG_NOSIGNAL))
+            }
+            if n > 0 {
+                outboundStart += n
+                continue
+            }
+            let e = errno
+            if n < 0 && e == EINTR { continue }
+            if n < 0 && (e == EAGAIN || e == EWOULDBLOCK) { break }
+            backlog.setBuffered(0)
+            connectionLost(WebSocketError(.connectionReset, "send failed: \(String(cString: strerror(e)))", errno: e))
+            return false
+        }
+        return true
+    }
+
+    private func dropPendingFragments() {
+        pendingFragments = []
+        pendingBytes = 0
     }
 
     // MARK: Closing
@@ -734,7 +861,9 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         case .closed, .closing:
             return
         case .open:
-            guard machine.close() else { return }
+            guard machine.canSend else { return }
+            _ = encodeFragments(all: true)  // messages sent before close() go out before the close frame
+            guard phase == .open, machine.close() else { return }
             let c = code.isValidOnWire ? code : .normalClosure
             logger.debug("closing", metadata: ["code": "\(c.rawValue)"])
             writeFrame(.close, FrameEncoder.closePayload(code: c, reason: reason))
@@ -760,15 +889,18 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
             }
         }
         phase = .closed
-        for t in [connectTimer, closeTimer, pingTimer, watchdogTimer] { t?.cancel() }
+        for t in [connectTimer, closeTimer, bodyTimer, attemptTimer, pingTimer, watchdogTimer] { t?.cancel() }
         connectTimer = nil
         closeTimer = nil
+        bodyTimer = nil
+        attemptTimer = nil
         pingTimer = nil
         watchdogTimer = nil
         removeSources()
         tls = nil
         outbound = []
         outboundStart = 0
+        dropPendingFragments()
         parser = FrameParser(maximumFrameSize: parser.maximumFrameSize)
         for (_, reserved) in earlyMessages { backlog.release(reserved) }
         earlyMessages = []

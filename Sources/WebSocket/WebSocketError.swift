@@ -56,6 +56,7 @@ public struct WebSocketError: Error, Sendable, CustomStringConvertible {
         /// A socket call failed (``WebSocketError/errno``).
         public static let ioError = Code(backing: .ioError)
 
+        /// The code's name, e.g. `upgradeRejected`.
         public var description: String { backing.rawValue }
     }
 
@@ -93,6 +94,7 @@ public struct WebSocketError: Error, Sendable, CustomStringConvertible {
     /// The body of a rejected upgrade as text (lossy UTF-8).
     public var httpBodyText: String { String(decoding: httpBody, as: UTF8.self) }
 
+    /// The code, the reason and the main details, on one line.
     public var description: String {
         var s = "WebSocketError.\(code): \(reason)"
         if let httpStatus { s += " (HTTP \(httpStatus))" }

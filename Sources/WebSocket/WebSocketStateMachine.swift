@@ -42,6 +42,9 @@ struct WebSocketStateMachine: Sendable {
     private var fragmentOpcode: WebSocketOpcode?
     private var fragments: [UInt8] = []
     private var validator = UTF8Validator()
+    /// Validation of the text frame still arriving (``inspectPartial(_:_:)``), and how many bytes it covers.
+    private var partialValidator: UTF8Validator?
+    private var partialChecked = 0
 
     init(maximumMessageSize: Int) {
         self.maximumMessageSize = maximumMessageSize
@@ -50,8 +53,28 @@ struct WebSocketStateMachine: Sendable {
     /// Whether data frames may be sent.
     var canSend: Bool { state == .open }
 
+    /// Part of a text frame arrived (the frame is not complete yet): validate the new bytes now, so that
+    /// invalid UTF-8 fails the connection at the offending bytes rather than at the end of the frame.
+    mutating func inspectPartial(_ opcode: WebSocketOpcode, _ payloadSoFar: ArraySlice<UInt8>) -> Action {
+        guard state == .open else { return .none }
+        let isText = (opcode == .text && fragmentOpcode == nil) || (opcode == .continuation && fragmentOpcode == .text)
+        guard isText else { return .none }
+        if partialValidator == nil {
+            partialValidator = opcode == .continuation ? validator : UTF8Validator()
+            partialChecked = 0
+        }
+        let fresh = payloadSoFar.dropFirst(partialChecked)
+        partialChecked = payloadSoFar.count
+        if !partialValidator!.feed(fresh) {
+            return fail(.invalidFramePayloadData, .invalidUTF8, "text message is not valid UTF-8")
+        }
+        return .none
+    }
+
     /// The peer sent `frame`.
     mutating func receive(_ frame: WebSocketFrame) -> Action {
+        partialValidator = nil
+        partialChecked = 0
         switch state {
         case .open:
             break

@@ -64,6 +64,7 @@ public struct WebSocketCloseCode: RawRepresentable, Hashable, Sendable, CustomSt
         }
     }
 
+    /// The number, e.g. `1000`.
     public var description: String { String(rawValue) }
 }
 
@@ -110,6 +111,7 @@ public struct WebSocketCloseReport: Sendable, CustomStringConvertible {
         self.wasClean = wasClean
     }
 
+    /// E.g. `close 1000 "bye" (clean)`.
     public var description: String {
         var s = "close \(code.rawValue)"
         if !reason.isEmpty { s += " \"\(reason)\"" }

@@ -27,6 +27,11 @@ struct Serve: ParsableCommand {
     var recoveryWindow: Double = 30
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
+    @Option(help: "Event-loop threads (0 = cores). One keeps every socket's reads and fan-out writes interleaved.")
+    var threads = 1
+    @Option(name: .customLong("reliable-buffer-messages"),
+            help: "Unacknowledged messages a reliable connection may hold before it is closed with 1008 (the service: 1000).")
+    var reliableBufferMessages = 1000
 
     func validate() throws {
         guard accessKey.utf8.count >= 32, !accessKey.contains(";"), !accessKey.contains(where: { $0.isASCII && $0.asciiValue! < 32 }) else {
@@ -47,6 +52,8 @@ struct Serve: ParsableCommand {
         var config = WebPubSubEmulator.Configuration(host: host, port: port, accessKey: accessKey,
                                                      eventHandlers: eventHandlers.compactMap(WebPubSubEmulator.EventHandler.init(argument:)))
         config.recoveryWindow = recoveryWindow
+        config.threads = threads
+        config.reliableBufferLimits.maxMessages = reliableBufferMessages
         let emulator = WebPubSubEmulator(configuration: config)
         try emulator.start()
 
@@ -109,7 +116,10 @@ struct Load: ParsableCommand {
     @Flag(help: "Receivers use json.webpubsub.azure.v1 instead of the reliable protocol.") var nonReliable = false
     @Option(help: "Client event-loop threads.") var clientThreads = 1
     @Option(help: "Give up after this many seconds.") var timeout: Double = 120
-    @Option(help: "Emulator event-loop threads (in-process emulator; 0 = cores).") var threads = 0
+    @Option(name: .customLong("reliable-buffer-messages"),
+            help: "In-process emulator: unacknowledged messages per reliable connection before close 1008.")
+    var reliableBufferMessages = 1000
+    @Option(help: "Emulator event-loop threads (in-process emulator; 0 = cores).") var threads = 1
     @Option(help: "Use a running emulator (its connection string) instead of starting one in-process.")
     var connectionString: String?
 
@@ -138,6 +148,8 @@ struct Load: ParsableCommand {
         } else {
             var config = WebPubSubEmulator.Configuration(port: 0)
             config.threads = threads
+            config.reliableBufferLimits.maxMessages = reliableBufferMessages
+            config.reliableBufferLimits.maxBytes = max(config.reliableBufferLimits.maxBytes, reliableBufferMessages * 1024)
             let e = WebPubSubEmulator(configuration: config)
             try e.start()
             emulator = e

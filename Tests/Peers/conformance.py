@@ -72,6 +72,14 @@ def main():
     args = ap.parse_args()
 
     outdir = args.outdir or tempfile.mkdtemp(prefix="autobahn-")
+    try:
+        return run(args, outdir)
+    finally:
+        if not args.outdir:
+            shutil.rmtree(outdir, ignore_errors=True)
+
+
+def run(args, outdir):
     port = free_port()
     cmd = kosoku_command() + ["-m", "fuzzingserver"]
     for g in args.include:
@@ -159,6 +167,15 @@ Accepted behaviours: OK, NON-STRICT, INFORMATIONAL (close behaviour OK or INFORM
 Result: **{len(results)} cases, {len(bad)} not accepted**{(' (' + ', '.join(bad) + ')') if bad else ''}; run time {elapsed:.0f} s.
 
 {table}
+
+## Notes
+
+- INFORMATIONAL is the testsuite's verdict for cases without a single right answer. 7.1.6: the server
+  sends a 256 KiB message, a close and a ping back to back; the outcome "depends on implementation
+  defined close behavior" (we echo the message, answer the close, and ignore the ping after it). 7.13.1 / 7.13.2: the server closes with code 5000 / 65535; we answer 1002
+  (codes outside 1000–4999 are invalid on the wire).
+- Invalid UTF-8 is detected inside a frame as soon as the offending byte arrives (6.4.x "fail fast").
+- Per-case reports (JSON and HTML) land in `--outdir` when given (a temporary folder otherwise).
 
 ## Reproduce
 

@@ -17,11 +17,16 @@ Modes served with raw asyncio sockets (a hand-made handshake, then a script):
   badclosecode    sends close with code 1005 (invalid on the wire)
   pipelined       sends the 101 and a text frame "early" in one write
   http401         answers the upgrade with 401 and a body
+  http403chunked  answers with 403, a chunked body and keep-alive (no Content-Length, no close)
   noproto         101 without Sec-WebSocket-Protocol (client offers one)
   wrongproto      101 with a subprotocol that was not offered
   badaccept       101 with a wrong Sec-WebSocket-Accept
   silent          accepts TCP, never answers
   mute            completes the upgrade, then never sends anything (keep-alive tests)
+  rawecho         (or any other name) echoes every message, answers a close and reports it
+  noread          completes the upgrade, then reads nothing (backpressure tests)
+  slowread        sends a ping at once, then reads slowly (tiny receive buffer); reports
+                  "PONG_AFTER <data frames before the pong>" and "FRAGMENTS <data frames in the message>"
   garbage         completes the upgrade, then sends random bytes (a new seed per connection)
   garbagehttp     answers the upgrade request with random bytes
 Every client close frame a raw mode receives is printed as "CLIENT_CLOSE <code>".
@@ -33,6 +38,7 @@ import hashlib
 import os
 import random
 import signal
+import socket
 import ssl
 import struct
 import sys
@@ -67,10 +73,11 @@ async def read_frame(reader):
     if not b1 & 0x80:
         raise ValueError("client frame not masked")
     key = await reader.readexactly(4)
-    data = bytearray(await reader.readexactly(n))
-    for i in range(n):
-        data[i] ^= key[i % 4]
-    return bool(b0 & 0x80), b0 & 0x0F, bytes(data)
+    data = await reader.readexactly(n)
+    if n:  # unmask with one big-integer XOR (fast even for megabytes)
+        k = (key * (n // 4 + 1))[:n]
+        data = (int.from_bytes(data, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
+    return bool(b0 & 0x80), b0 & 0x0F, data
 
 
 async def read_request(reader):
@@ -125,6 +132,31 @@ async def drain_client(reader, writer, echo=False):
 CONNECTIONS = 0
 
 
+def fuzz_bytes(rng):
+    """Odd connections: random bytes. Even ones: random but well-formed-looking frames (any opcode,
+    fin, rare RSV bits, text that may be invalid UTF-8, close frames with any code, long lengths)."""
+    if CONNECTIONS % 2:
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000)))
+    out = b""
+    for _ in range(rng.randrange(1, 12)):
+        op = rng.choice([0, 1, 1, 2, 2, 8, 9, 10, 3, 11])
+        fin = rng.random() < 0.7
+        rsv = rng.choice([0] * 12 + [1, 2, 4])
+        kind = rng.random()
+        if kind < 0.4:
+            payload = "héllo ✓".encode() * rng.randrange(0, 30)
+        elif kind < 0.7:
+            payload = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 300)))
+        elif kind < 0.9 and op == 8:
+            payload = struct.pack("!H", rng.randrange(65536)) + b"r"
+        else:
+            payload = bytes(rng.randrange(0, 130))
+        out += frame(op, payload, fin=fin, rsv=rsv)
+    if rng.random() < 0.2:  # a header that promises more than will come
+        out += struct.pack("!BBQ", 0x82, 127, rng.randrange(1, 1 << 40))
+    return out
+
+
 async def raw_handler(mode, args, reader, writer):
     global CONNECTIONS
     CONNECTIONS += 1
@@ -132,6 +164,11 @@ async def raw_handler(mode, args, reader, writer):
     try:
         if mode == "silent":
             await asyncio.sleep(3600)
+            return
+        if mode == "garbagehttp":  # random bytes at once, whatever the client says (also breaks TLS)
+            writer.write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000))))
+            await writer.drain()
+            await asyncio.sleep(30)
             return
         _, headers = await read_request(reader)
         if mode == "http401":
@@ -142,10 +179,12 @@ async def raw_handler(mode, args, reader, writer):
             await writer.drain()
             await asyncio.sleep(0.5)
             return
-        if mode == "garbagehttp":
-            writer.write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000))))
+        if mode == "http403chunked":
+            writer.write(
+                b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+                b"9\r\nforbidden\r\n0\r\n\r\n")
             await writer.drain()
-            await drain_client(reader, writer)
+            await asyncio.sleep(3600)
             return
         if mode == "noproto":
             writer.write(upgrade_response(headers))
@@ -202,8 +241,27 @@ async def raw_handler(mode, args, reader, writer):
             await drain_client(reader, writer)
         elif mode == "pipelined":
             await drain_client(reader, writer)
+        elif mode == "slowread":
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            writer.write(frame(9, b"p"))
+            await writer.drain()
+            frames = 0
+            while True:
+                fin, op, data = await read_frame(reader)
+                if op == 10:
+                    print(f"PONG_AFTER {frames}", flush=True)
+                elif op in (0, 1, 2):
+                    frames += 1
+                    await asyncio.sleep(0.0005)
+                    if fin:
+                        print(f"FRAGMENTS {frames} BYTES_LAST {len(data)}", flush=True)
+                        break
+            await drain_client(reader, writer)
+        elif mode == "noread":
+            await asyncio.sleep(3600)
         elif mode == "garbage":
-            writer.write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000))))
+            writer.write(fuzz_bytes(rng))
             await writer.drain()
             await drain_client(reader, writer)
         elif mode == "mute":

@@ -8,7 +8,7 @@ import TestSupport
 /// `azure-messaging-webpubsubservice` 1.3.0) through Tests/Peers/emulator_conformance.py.
 /// Serialized: the machine is small and the scenarios measure reconnect timings.
 @Suite(.serialized) struct ConformanceTests {
-    @Test(arguments: ["handshake", "acks", "fanout", "recovery", "dead_session", "kick", "reliable_raw", "nonreliable", "rest", "hooks"])
+    @Test(arguments: ["handshake", "acks", "fanout", "recovery", "dead_session", "kick", "reliable_raw", "nonreliable", "rest", "hooks", "aio", "ordering"])
     func scenario(_ name: String) throws {
         let output = try withEmulator { try runScenarios($0.connectionString, [name]) }
         #expect(expectPass(output, [name]), "\(output.joined(separator: "\n"))")
@@ -26,6 +26,13 @@ import TestSupport
         #expect(!recorder.lines.withLockedValue { $0.contains { $0.contains("access_token=ey") || $0.contains("Bearer ey") } })
     }
 
+    @Test func recoveryWindowEndsTheSession() throws {
+        let output = try withEmulator(configure: { $0.recoveryWindow = 1 }) {
+            try runScenarios($0.connectionString, ["recovery_window"])
+        }
+        #expect(expectPass(output, ["recovery_window"]), "\(output.joined(separator: "\n"))")
+    }
+
     @Test func upstreamEventsThroughARealHTTPHandler() throws {
         let upstream = try PeerProcess.python("upstream_server.py", [WebPubSubEmulator.defaultAccessKey])
         defer { upstream.stop() }
@@ -35,5 +42,19 @@ import TestSupport
             try runScenarios($0.connectionString, ["events", "connect_reject"], extra: ["--upstream=http://127.0.0.1:\(port)"])
         }
         #expect(expectPass(output, ["events", "connect_reject"]), "\(output.joined(separator: "\n"))")
+    }
+}
+
+@Suite struct ShutdownTests {
+    @Test func stopClosesLiveConnectionsWith1001() throws {
+        let emulator = WebPubSubEmulator(configuration: .init(port: 0))
+        try emulator.start()
+        defer { emulator.stop() }
+        let peer = try PeerProcess.python("emulator_conformance.py", [emulator.connectionString, "shutdown"])
+        defer { peer.stop() }
+        try peer.waitForLine(containing: "CONNECTED", timeout: 30)
+        emulator.stop()
+        #expect(peer.waitForExit(timeout: 20) == 0, "\(peer.output.joined(separator: "\n"))")
+        #expect(peer.output.contains("PASS shutdown"), "\(peer.output.joined(separator: "\n"))")
     }
 }

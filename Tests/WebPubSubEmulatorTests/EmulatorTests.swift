@@ -63,3 +63,21 @@ import TestSupport
         #expect(claims.expires - Int(Date().timeIntervalSince1970) <= 300)
     }
 }
+
+@Suite struct FanOutLoadTests {
+    @Test(arguments: [true, false])
+    func smallLoadDeliversEverything(_ reliable: Bool) throws {
+        try withEmulator { emulator in
+            var options = FanOutLoad.Options()
+            options.receivers = 20
+            options.messages = 200
+            options.reliable = reliable
+            options.timeout = 30
+            let result = try FanOutLoad.run(endpoint: emulator.endpoint, accessKey: emulator.configuration.accessKey,
+                                            options: options)
+            #expect(result.complete, "\(result)")
+            let stats = try JSONSerialization.jsonObject(with: Data(emulator.statsJSON().utf8)) as? [String: Int]
+            #expect(stats?["groupMessagesPublished"] == 200 && stats?["messagesOut"] == 4000)
+        }
+    }
+}

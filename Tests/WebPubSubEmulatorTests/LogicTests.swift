@@ -137,6 +137,9 @@ import Testing
         #expect(try parse(#"{"type":"sequenceAck","sequenceId":4}"#) == .sequenceAck(4))
         #expect(try parse(#"{"type":"sequenceAck","sequenceId":"5"}"#) == .sequenceAck(5))
         #expect(try parse(#" {"type":"ping"} "#) == .ping)
+        #expect(try parse(#"{"type":"invoke","invocationId":"1","target":"event","event":"e","dataType":"text","data":"x"}"#)
+            == .invoke(invocationID: "1", event: "e", data: .text("x")))
+        #expect(try parse(#"{"type":"cancelInvocation","invocationId":"1"}"#) == .cancelInvocation(invocationID: "1"))
         // dataType defaults to json.
         if case .sendToGroup(_, _, _, let d) = try parse(#"{"type":"sendToGroup","group":"g","data":"s"}"#) {
             #expect(d.dataType == .json)
@@ -152,7 +155,8 @@ import Testing
         #"{"type":"sendToGroup","group":"g","dataType":"xml","data":"a"}"#,
         #"{"type":"sendToGroup","group":"g","data":"a","ttlSeconds":301}"#,
         #"{"type":"event","event":"1x","data":1}"#, #"{"type":"event","data":1}"#,
-        #"{"type":"joinGroup","group":"g"} x"#, "{\"type\":\"ping\",\"x\":\"\u{01}\"}",
+        #"{"type":"joinGroup","group":"g"} x"#, #"{"type":"invoke","event":"e"}"#,
+        #"{"type":"invoke","invocationId":"1","target":"group","event":"e"}"#, "{\"type\":\"ping\",\"x\":\"\u{01}\"}",
     ])
     func refusesMalformed(_ text: String) {
         #expect(throws: ClientMessage.ParseError.self) { try ClientMessage.parse(Array(text.utf8)) }
@@ -202,5 +206,43 @@ import Testing
     @Test(arguments: ["userId eq", "bogus eq 'a'", "'a' in (", "userId eq 'open", "userId $ 'a'", "(userId eq 'a'"])
     func rejectsBadSyntax(_ text: String) {
         #expect(throws: ODataFilter.SyntaxError.self) { try ODataFilter(text) }
+    }
+}
+
+@Suite struct RoutingTests {
+    @Test func hubAndEventNames() {
+        #expect(HubName.isValid("Chat_1.a`[x],y"))
+        #expect(!HubName.isValid("1chat") && !HubName.isValid("") && !HubName.isValid("a/b"))
+        #expect(!HubName.isValid("a" + String(repeating: "b", count: 128)))
+        #expect(EventName.isValid("Echo.v1-x_y") && !EventName.isValid("9x") && !EventName.isValid("a b"))
+    }
+
+    @Test func requestTargets() {
+        let t = RequestTarget("/api/hubs/chat/groups/a%2Fb/:send?excluded=c1&excluded=c2&filter=userId%20eq%20%27x%27&API-VERSION=1")
+        #expect(t.segments == ["api", "hubs", "chat", "groups", "a/b", ":send"])
+        #expect(t.all("excluded") == ["c1", "c2"])
+        #expect(t.first("filter") == "userId eq 'x'")
+        #expect(t.first("api-version") == "1")
+        if case .some(.some(let hub)) = WebPubSubEmulator.clientHub(RequestTarget("/client/hubs/Chat?access_token=x")) {
+            #expect(hub == "Chat")
+        } else { Issue.record("client path not recognised") }
+        if case .some(.some(let hub)) = WebPubSubEmulator.clientHub(RequestTarget("/client/?hub=q")) {
+            #expect(hub == "q")
+        } else { Issue.record("query hub not recognised") }
+        if case .some = WebPubSubEmulator.clientHub(RequestTarget("/api/hubs/x")) { Issue.record("REST path taken as client") }
+    }
+
+    @Test func upstreamURLs() {
+        #expect(Upstream.url("http://h:1/e/{hub}/{event}", hub: "chat", event: "connect") == "http://h:1/e/chat/connect")
+        let p = MiniHTTPClient.parse("http://127.0.0.1:8081/x?y=1")
+        #expect(p?.host == "127.0.0.1" && p?.port == 8081 && p?.target == "/x?y=1")
+        #expect(MiniHTTPClient.parse("http://[::1]:9/")?.host == "::1")
+        #expect(MiniHTTPClient.parse("http://h")?.port == 80 && MiniHTTPClient.parse("http://h")?.target == "/")
+        #expect(MiniHTTPClient.parse("https://h/") == nil)
+        #expect(WebPubSubEmulator.EventHandler(hub: "Chat", urlTemplate: "http://x").handles(hub: "chat"))
+        #expect(WebPubSubEmulator.EventHandler(hub: "*", urlTemplate: "http://x", userEventPattern: "a, b").handles(userEvent: "B"))
+        #expect(!WebPubSubEmulator.EventHandler(hub: "*", urlTemplate: "http://x", userEventPattern: "a").handles(userEvent: "c"))
+        #expect(ClientProtocolKind.negotiate(["mqtt", "json.reliable.webpubsub.azure.v1", "json.webpubsub.azure.v1"]) == .reliable)
+        #expect(ClientProtocolKind.negotiate(["protobuf.webpubsub.azure.v1"]) == .raw)
     }
 }

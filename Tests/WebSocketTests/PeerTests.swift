@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Logging
 import Testing
 import TestSupport
 @testable import WebSocket
@@ -336,4 +337,265 @@ func unusedPort() throws -> Int {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) }
     }
     return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+extension RealPeerTests {
+    @Test("backpressure: bufferedAmount grows against a peer that reads nothing; send refuses past the limit")
+    func backpressure() throws {
+        let (peer, port) = try startPeer("noread")
+        defer { peer.stop() }
+        var config = WebSocketConfiguration()
+        config.maximumBufferedAmount = 1 << 20
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/", configuration: config)
+        #expect(r.waitForOpen())
+        let chunk = [UInt8](repeating: 1, count: 64 * 1024)
+        var refused = false
+        for _ in 0..<2000 {
+            if !c.send(binary: chunk) {
+                refused = true
+                break
+            }
+            Thread.sleep(forTimeInterval: 0.001)
+        }
+        #expect(refused)
+        let amount = c.bufferedAmount
+        #expect(amount > 0 && amount <= (1 << 20) + 64 * 1024, "\(amount)")
+        c.abort()
+        #expect(r.waitForClose()?.error?.code == .cancelled)
+        #expect(c.bufferedAmount == 0)
+    }
+
+    @Test("close handshake timeout: a peer that never answers our close → closeTimeout, 1006")
+    func closeTimeout() throws {
+        let (peer, port) = try startPeer("mute")
+        defer { peer.stop() }
+        var config = WebSocketConfiguration()
+        config.closeTimeout = 0.3
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/", configuration: config)
+        #expect(r.waitForOpen())
+        let start = Date()
+        c.close(code: .goingAway, reason: "bye")
+        let report = r.waitForClose(timeout: 5)
+        #expect(report?.error?.code == .closeTimeout)
+        #expect(report?.code == .abnormalClosure)
+        #expect(report?.wasClean == false)
+        #expect(Date().timeIntervalSince(start) < 2)
+    }
+
+    @Test("close() before the connection opens cancels it")
+    func closeBeforeOpen() throws {
+        let (peer, port) = try startPeer("silent")
+        defer { peer.stop() }
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/")
+        c.close()
+        let report = r.waitForClose(timeout: 3)
+        #expect(report?.error?.code == .cancelled)
+        #expect(r.openCount == 0)
+    }
+
+    @Test("send from many threads at once: every message echoed, per-thread order kept")
+    func concurrentSenders() throws {
+        let (peer, port) = try startPeer("echo")
+        defer { peer.stop() }
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/")
+        #expect(r.waitForOpen())
+        DispatchQueue.concurrentPerform(iterations: 8) { t in
+            for i in 0..<100 { c.send(text: "\(t):\(i)") }
+        }
+        let got = r.waitForMessages(800)
+        #expect(got.count == 800)
+        var last: [Int: Int] = [:]
+        for case .text(let s) in got {
+            let parts = s.split(separator: ":").compactMap { Int($0) }
+            #expect(parts[1] == last[parts[0], default: -1] + 1)
+            last[parts[0]] = parts[1]
+        }
+        c.close()
+        _ = r.waitForClose()
+    }
+}
+
+/// Keeps every log line (message + metadata) in memory.
+final class CapturedLogs: @unchecked Sendable {  // `lines` guarded by `lock`
+    private let lock = NSLock()
+    private var lines: [String] = []
+    func append(_ s: String) {
+        lock.lock()
+        lines.append(s)
+        lock.unlock()
+    }
+    var all: [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return lines
+    }
+}
+
+struct CapturingLogHandler: LogHandler {
+    let sink: CapturedLogs
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(event: LogEvent) {
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        sink.append("\(event.level) \(event.message) \(merged)")
+    }
+}
+
+extension RealPeerTests {
+    @Test("logs never hold the access token, the Authorization header or the query string")
+    func logRedaction() throws {
+        let (peer, port) = try startPeer("echo")
+        defer { peer.stop() }
+        let sink = CapturedLogs()
+        var logger = Logger(label: "redaction", factory: { _ in CapturingLogHandler(sink: sink) })
+        logger.logLevel = .trace
+        var config = WebSocketConfiguration()
+        config.additionalHeaders = [("Authorization", "Bearer hunter2-header")]
+        let c = WebSocketConnection(
+            url: URL(string: "ws://127.0.0.1:\(port)/client/hubs/h?access_token=hunter2-token&x=1")!,
+            configuration: config, queue: DispatchQueue(label: "log"), logger: logger)
+        let r = Recorder()
+        c.connect(handlers: r.handlers)
+        #expect(r.waitForOpen())
+        c.close()
+        _ = r.waitForClose()
+        let lines = sink.all
+        #expect(!lines.isEmpty)
+        #expect(lines.contains { $0.contains("ws://127.0.0.1:\(port)/client/hubs/h?<redacted>") })
+        for line in lines {
+            #expect(!line.contains("hunter2"), "\(line)")
+            #expect(!line.contains("access_token"), "\(line)")
+        }
+    }
+}
+
+extension RealPeerTests {
+    @Test("a rejection without Content-Length on a kept-alive connection is reported promptly, not as a timeout")
+    func rejectionWithoutLength() throws {
+        let (peer, port) = try startPeer("http403chunked")
+        defer { peer.stop() }
+        let start = Date()
+        let (_, r) = startConnection("ws://127.0.0.1:\(port)/")
+        let error = r.waitForClose()?.error
+        #expect(error?.code == .upgradeRejected)
+        #expect(error?.httpStatus == 403)
+        #expect(error?.httpBodyText.contains("forbidden") == true)
+        #expect(Date().timeIntervalSince(start) < 2)
+    }
+
+    @Test("close() before connect(): onClose still comes exactly once, with cancelled")
+    func closeBeforeConnect() throws {
+        let c = WebSocketConnection(url: URL(string: "ws://127.0.0.1:9/")!, queue: DispatchQueue(label: "t"))
+        let r = Recorder()
+        c.close()
+        c.connect(handlers: r.handlers)
+        #expect(r.waitForClose(timeout: 3)?.error?.code == .cancelled)
+        c.connect(handlers: r.handlers)  // a second connect is ignored
+        Thread.sleep(forTimeInterval: 0.1)
+        #expect(r.closeCount == 1)
+    }
+}
+
+extension RealPeerTests {
+    @Test("writing to a peer that is gone never raises SIGPIPE (default disposition restored for the test)", arguments: [false, true])
+    func noSIGPIPE(tls: Bool) throws {
+        let ca = try TestCA.shared.get()
+        let (peer, port) = try startPeer("abrupt", tls ? ["--cert", ca.cert("good"), "--key", ca.key("good")] : [])
+        defer { peer.stop() }
+        // Make SIGPIPE fatal again, as in a plain process, while this test writes into a dead socket.
+        let previous = signal(SIGPIPE, SIG_DFL)
+        defer { signal(SIGPIPE, previous) }
+        var config = WebSocketConfiguration()
+        config.tls.additionalCAFile = ca.rootCert
+        let q = DispatchQueue(label: "sigpipe")
+        let c = WebSocketConnection(
+            url: URL(string: "\(tls ? "wss" : "ws")://127.0.0.1:\(port)/")!, configuration: config, queue: q)
+        let r = Recorder()
+        let chunk = [UInt8](repeating: 7, count: 256 * 1024)
+        let base = r.handlers
+        c.connect(
+            handlers: WebSocketHandlers(
+                onOpen: base.onOpen,
+                onMessage: { m in
+                    base.onMessage(m)
+                    // Keep writing after the peer has closed: EPIPE / ECONNRESET, not a signal.
+                    for i in 0..<40 {
+                        q.asyncAfter(deadline: .now() + .milliseconds(10 * i)) { c.send(binary: chunk) }
+                    }
+                },
+                onClose: base.onClose))
+        let report = r.waitForClose()
+        #expect(report?.error?.code == .connectionReset)
+        #expect(report?.code == .abnormalClosure)
+    }
+}
+
+extension RealPeerTests {
+    @Test("slow name resolution is bounded by the connect timeout and never blocks the connection queue")
+    func slowResolution() throws {
+        Resolver.testHook.value = { host, port in
+            if host == "slow.test" { Thread.sleep(forTimeInterval: 2) }
+            return Resolver.resolveNow(host: "127.0.0.1", port: port, numericOnly: true)
+        }
+        defer { Resolver.testHook.value = nil }
+        var config = WebSocketConfiguration()
+        config.connectTimeout = 0.3
+        let q = DispatchQueue(label: "slow-dns")
+        let c = WebSocketConnection(url: URL(string: "ws://slow.test:9/")!, configuration: config, queue: q)
+        let r = Recorder()
+        let start = Date()
+        c.connect(handlers: r.handlers)
+        // The owner queue stays free while the lookup is pending.
+        let probe = DispatchSemaphore(value: 0)
+        q.async { probe.signal() }
+        #expect(probe.wait(timeout: .now() + 0.1) == .success)
+        let report = r.waitForClose(timeout: 5)
+        #expect(report?.error?.code == .timedOut)
+        #expect(Date().timeIntervalSince(start) < 1.5)
+    }
+}
+
+extension RealPeerTests {
+    @Test("codes that may not go on the wire (1005, 1006, 1015, 0, 5000) are sent as 1000; others as given",
+          arguments: [(1005, 1000), (1006, 1000), (1015, 1000), (0, 1000), (5000, 1000), (4000, 4000), (1001, 1001)])
+    func closeCodesOnTheWire(code: Int, sent: Int) throws {
+        let (peer, port) = try startPeer("rawecho")
+        defer { peer.stop() }
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/")
+        #expect(r.waitForOpen())
+        c.close(code: WebSocketCloseCode(UInt16(code)), reason: "r")
+        try peer.waitForLine(containing: "CLIENT_CLOSE \(sent)", timeout: 5)
+        #expect(r.waitForClose()?.code.rawValue == UInt16(sent))
+    }
+}
+
+extension RealPeerTests {
+    @Test("outgoing fragmentation lets a pong out between the fragments of a large message")
+    func pongBetweenOutgoingFragments() throws {
+        let (peer, port) = try startPeer("slowread")
+        defer { peer.stop() }
+        var config = WebSocketConfiguration()
+        config.outgoingFragmentSize = 16 * 1024
+        config.maximumBufferedAmount = 64 << 20
+        let big = [UInt8](repeating: 0x5A, count: 16 << 20)  // 1,024 fragments
+        let q = DispatchQueue(label: "fragments")
+        let c = WebSocketConnection(url: URL(string: "ws://127.0.0.1:\(port)/")!, configuration: config, queue: q)
+        let r = Recorder()
+        let base = r.handlers
+        c.connect(handlers: WebSocketHandlers(onOpen: { resp in base.onOpen(resp); c.send(binary: big) }, onClose: base.onClose))
+        #expect(r.waitForOpen())
+        let pongLine = try peer.waitForLine(containing: "PONG_AFTER ", timeout: 20)
+        let fragmentsLine = try peer.waitForLine(containing: "FRAGMENTS ", timeout: 30)
+        let before = Int(pongLine.split(separator: " ")[1])!
+        #expect(fragmentsLine.hasPrefix("FRAGMENTS 1024 "))
+        #expect(before < 1024, "the pong waited for the whole message")
+        print("PONG after \(before) of 1024 fragments")
+        c.close()
+        #expect(r.waitForClose()?.wasClean == true)
+        #expect(c.bufferedAmount == 0)
+    }
 }

@@ -90,3 +90,38 @@ extension RealPeerTests {
         #expect(r.waitForClose()?.error?.code == .tlsHandshakeFailed)
     }
 }
+
+extension RealPeerTests {
+    @Test("IPv6 literals: ws://[::1] and wss://[::1] with an IPv6 SAN; a wrong IPv6 name fails verification")
+    func ipv6() throws {
+        let ca = try TestCA.shared.get()
+        let peer: PeerProcess
+        let port: Int
+        do {
+            (peer, port) = try startPeer("echo", ["--host", "::1", "--cert", ca.cert("good"), "--key", ca.key("good")])
+        } catch {
+            print("no IPv6 loopback here, skipped: \(error)")
+            return
+        }
+        defer { peer.stop() }
+        let (c, r) = startConnection("wss://[::1]:\(port)/v6", configuration: tlsConfig(ca))
+        #expect(r.waitForOpen(), "\(String(describing: r.report))")
+        try peer.waitForLine(containing: "SNI None", timeout: 5)
+        c.send(text: "v6")
+        #expect(r.waitForMessages(1) == [.text("v6")])
+        c.close()
+        #expect(r.waitForClose()?.wasClean == true)
+
+        let (other, otherPort) = try startPeer("echo", ["--host", "::1", "--cert", ca.cert("othername"), "--key", ca.key("othername")])
+        defer { other.stop() }
+        let (_, r2) = startConnection("wss://[::1]:\(otherPort)/", configuration: tlsConfig(ca))
+        #expect(r2.waitForClose()?.error?.verifyResult == "IP address mismatch")
+
+        let (plain, plainPort) = try startPeer("echo", ["--host", "::1"])
+        defer { plain.stop() }
+        let (c3, r3) = startConnection("ws://[::1]:\(plainPort)/")
+        #expect(r3.waitForOpen())
+        c3.close()
+        _ = r3.waitForClose()
+    }
+}

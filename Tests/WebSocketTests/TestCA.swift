@@ -61,7 +61,7 @@ struct TestCA: Sendable {
             }
             mkroot root
             mkroot rogue
-            leaf good "DNS:localhost,IP:127.0.0.1" root
+            leaf good "DNS:localhost,IP:127.0.0.1,IP:::1" root
             leaf othername "DNS:other.example" root
             leaf expired "DNS:localhost,IP:127.0.0.1" root 20200101000000Z 20200102000000Z
             leaf untrusted "DNS:localhost,IP:127.0.0.1" rogue
@@ -79,6 +79,11 @@ struct TestCA: Sendable {
         }
         let out = pipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
+        // Remove the folder when the test process exits (a closure without captures is a C function).
+        atexit {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("ws-test-ca-\(getpid())")
+            try? FileManager.default.removeItem(at: path)
+        }
         guard p.terminationStatus == 0 else {
             return .failure(TestCAError(output: String(decoding: out, as: UTF8.self)))
         }

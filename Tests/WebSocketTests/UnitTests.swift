@@ -231,6 +231,39 @@ struct StateMachineTests {
         }
     }
 
+    @Test("fail fast inside one frame: invalid UTF-8 is caught from the partial payload")
+    func utf8FailFastInsideAFrame() {
+        let payload: [UInt8] = Array("κόσμε".utf8) + [0xED, 0xA0, 0x80] + Array(repeating: 0x41, count: 1000)
+        let bytes = serverFrame(1, payload)
+        var p = FrameParser(maximumFrameSize: 1 << 20)
+        var m = WebSocketStateMachine(maximumMessageSize: 1 << 20)
+        var failedAt: Int?
+        for (i, b) in bytes.enumerated() {
+            p.append([b])
+            #expect((try? p.next()) == nil)
+            if let partial = p.partialFrame(), case .fail(.invalidFramePayloadData, _) = m.inspectPartial(partial.opcode, partial.payload) {
+                failedAt = i
+                break
+            }
+        }
+        // header (4 bytes) + "κόσμε" + 0xED, then 0xA0 is the offending byte
+        #expect(failedAt == 4 + "κόσμε".utf8.count + 1)
+        // A valid text frame inspected partially still completes normally.
+        var p2 = FrameParser(maximumFrameSize: 1 << 20)
+        var m2 = WebSocketStateMachine(maximumMessageSize: 1 << 20)
+        let ok = serverFrame(1, Array("héllo wörld".utf8))
+        var delivered: WebSocketStateMachine.Action = .none
+        for b in ok {
+            p2.append([b])
+            if let f = try? p2.next() {
+                delivered = m2.receive(f)
+            } else if let partial = p2.partialFrame() {
+                #expect(m2.inspectPartial(partial.opcode, partial.payload) == .none)
+            }
+        }
+        #expect(delivered == .deliver(.text("héllo wörld")))
+    }
+
     @Test("every received close code: valid ones are echoed, others fail with 1002")
     func receivedCloseCodes() {
         for raw in UInt16(0)...5100 {
@@ -371,6 +404,26 @@ struct HandshakeTests {
         #expect(resp.subprotocol == "p2")
         #expect(leftover == frames)
         #expect(parseAll([leftover]).0.map(\.opcode) == [.text, .ping])
+    }
+
+    @Test("incremental parsing (byte by byte, remembering what was scanned) finds the same head and leftover")
+    func incremental() {
+        let h = Handshake.random(subprotocols: [])
+        let frames = serverFrame(2, [1, 2, 3])
+        let bytes = response(h, extra: "X-Long: \(String(repeating: "v", count: 5000))\r\n") + frames
+        var scanned = 0
+        var result: [UInt8]?
+        for cut in 1...bytes.count {
+            let outcome = h.parse(Array(bytes[0..<cut]), scannedUpTo: scanned)
+            scanned = cut
+            if case .upgraded(_, let leftover) = outcome {
+                result = leftover
+                #expect(cut == bytes.count - frames.count)  // found as soon as the head is complete
+                break
+            }
+        }
+        #expect(result == [])
+        if case .upgraded(_, let leftover) = h.parse(bytes, scannedUpTo: 100) { #expect(leftover == frames) }
     }
 
     @Test func requestHasTheRequiredHeaders() throws {
