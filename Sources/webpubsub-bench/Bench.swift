@@ -28,6 +28,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Group messages to receive.") var receive = 50000
     @Option(help: "Payload size in bytes (text).") var payload = 64
     @Option(help: "Messages in flight at most while measuring receive rates.") var window = 500
+    @Option(help: "Log level of our clients (trace … critical).") var logLevel = "warning"
     @Option(help: "Seconds each Python phase may take at most.") var pythonPhaseLimit = 30.0
 
     func run() throws {
@@ -37,7 +38,7 @@ struct Bench: ParsableCommand {
         defer { emu.stop() }
         print("emulator: \(emu.endpoint) (\(path))")
 
-        let swift = try SwiftSide(emulator: emu, payload: payload).run(acked: acked, fire: fire, receive: receive, window: window)
+        let swift = try SwiftSide(emulator: emu, payload: payload, logLevel: Logger.Level(rawValue: logLevel) ?? .warning).run(acked: acked, fire: fire, receive: receive, window: window)
         var py: [String: Any]? = nil
         if !python.isEmpty {
             py = try runPython(emu)
@@ -73,8 +74,11 @@ struct SwiftSide {
     let emulator: EmulatorProcess
     let payload: String
 
-    init(emulator: EmulatorProcess, payload: Int) {
+    let logLevel: Logger.Level
+
+    init(emulator: EmulatorProcess, payload: Int, logLevel: Logger.Level) {
         self.emulator = emulator
+        self.logLevel = logLevel
         self.payload = String(repeating: "x", count: payload)
     }
 
@@ -82,8 +86,9 @@ struct SwiftSide {
         var options = WebPubSubClientOptions()
         options.protocolType = proto
         var logger = Logger(label: "bench.\(user)")
-        logger.logLevel = .warning
+        logger.logLevel = logLevel
         options.logger = logger
+        options.logsMessagePayloads = logLevel == .trace
         let emulator = self.emulator
         return WebPubSubClient(credential: { try emulator.clientAccessURL(hub: "bench_swift", user: user) },
                                options: options)

@@ -36,10 +36,13 @@ struct Demo: ParsableCommand {
     @Flag(help: "Print every received message, not only a sample.")
     var verbose = false
 
+    @Option(help: "Chaos run: publish for this many seconds while faults hit random clients (make chaos, make soak).")
+    var chaos: Double?
+
     func run() throws {
         let emulatorPath = emulator ?? Self.siblingExecutable("webpubsub-emulator")
         let session = try DemoSession(emulatorPath: emulatorPath, messagesPerSender: messages,
-                                      interval: .milliseconds(interval), verbose: verbose)
+                                      interval: .milliseconds(interval), verbose: verbose, chaos: chaos)
         defer { session.shutdown() }
         let ok = try session.run()
         if !ok { throw ExitCode(1) }

@@ -19,6 +19,12 @@ final class DemoSession: @unchecked Sendable {  // mutable state guarded by `loc
     private let messagesPerSender: Int
     private let interval: DispatchTimeInterval
     private let verbose: Bool
+    /// Chaos mode: publish for this long while faults hit random clients.
+    private let chaos: TimeInterval?
+    /// sender → the numbers the service acked (nothing acknowledged may be lost).
+    private var acked: [String: [Int]] = [:]
+    /// sender → sends that failed after all retries (they may or may not have arrived).
+    private var failed: [String: Int] = [:]
     private let transcript = Transcript()
     private let lock = NSLock()
     private var clients: [String: WebPubSubClient] = [:]
@@ -26,8 +32,10 @@ final class DemoSession: @unchecked Sendable {  // mutable state guarded by `loc
     private var received: [String: [String: [Int]]] = [:]
     private let stoppedGroup = DispatchGroup()
 
-    init(emulatorPath: String, messagesPerSender: Int, interval: DispatchTimeInterval, verbose: Bool) throws {
+    init(emulatorPath: String, messagesPerSender: Int, interval: DispatchTimeInterval, verbose: Bool,
+         chaos: TimeInterval? = nil) throws {
         self.messagesPerSender = messagesPerSender
+        self.chaos = chaos
         self.interval = interval
         self.verbose = verbose
         transcript.say("starting the emulator: \(emulatorPath) --port 0")
@@ -43,31 +51,78 @@ final class DemoSession: @unchecked Sendable {  // mutable state guarded by `loc
             transcript.say("\(pad(name)) joined group '\(Self.group)' (ack id \(result.ackID.map(String.init) ?? "-"))")
         }
 
-        let carol = client("carol")
-        let carolID = carol.connectionID ?? "?"
-        let dropAt = max(1, messagesPerSender / 3)
+        let ids = Dictionary(uniqueKeysWithValues: Self.everyone.map { ($0, client($0).connectionID ?? "?") })
+        let carolID = ids["carol"]!
+        let dropAt = chaos == nil ? max(1, messagesPerSender / 3) : nil
+        let chaosEnd = chaos.map { Date().addingTimeInterval($0) }
         // Blocking senders get threads of their own (not Dispatch workers, which they would starve).
         let senders = DispatchGroup()
         for (index, name) in Self.senders.enumerated() {
             senders.enter()
             Thread {
-                self.publish(from: name, index: index, dropAt: index == 0 ? dropAt : nil, victimID: carolID)
+                self.publish(from: name, index: index, until: chaosEnd, dropAt: index == 0 ? dropAt : nil, victimID: carolID)
                 senders.leave()
             }.start()
         }
-        watchRecovery(of: "carol", previousID: carolID)
+        let rssBefore = residentMemoryKiB()
+        if let chaosEnd {
+            transcript.say("chaos: for \(Int(chaos!)) s, random clients (senders and receivers) get abrupt TCP resets, "
+                + "service closes with 1011 and delivery pauses, while alice and bob keep publishing")
+            injectFaults(until: chaosEnd)
+        } else {
+            watchRecovery(of: "carol", previousID: carolID)
+        }
         senders.wait()
 
-        let deadline = Date().addingTimeInterval(20)
+        let deadline = Date().addingTimeInterval(30)
         while !allDelivered() && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-        let carolNow = carol.connectionID ?? "?"
+        let replaced = Self.everyone.filter { client($0).connectionID != ids[$0] }
         let recoveries = (try? emulator.stats()["recoveries"] as? Int) ?? nil
-        transcript.say("carol's connection before the drop \(carolID), after it \(carolNow): "
-            + (carolNow == carolID ? "the same connection, recovered" : "a new connection")
-            + (recoveries.map { " (the emulator counted \($0) recovery)" } ?? ""))
-        let ok = summarize() && carolNow == carolID
+        if chaos == nil {
+            let carolNow = client("carol").connectionID ?? "?"
+            transcript.say("carol's connection before the drop \(carolID), after it \(carolNow): "
+                + (carolNow == carolID ? "the same connection, recovered" : "a new connection")
+                + (recoveries.map { " (the emulator counted \($0) recovery)" } ?? ""))
+        } else {
+            transcript.say("chaos over: \(faults) faults injected; the emulator counted \(recoveries.map(String.init) ?? "?") recoveries; "
+                + (replaced.isEmpty ? "every client kept its connection (all recovered)" : "new connections for \(replaced.joined(separator: ", "))"))
+            transcript.say("resident memory of this process (three clients): \(rssBefore / 1024) MiB before the run, \(residentMemoryKiB() / 1024) MiB after")
+        }
+        let ok = summarize() && replaced.isEmpty
         closeAll()
         return ok
+    }
+
+    private var faults = 0
+
+    /// Chaos: every 0.2–0.8 s, one fault on a random client, until `end`.
+    private func injectFaults(until end: Date) {
+        var generator = SystemRandomNumberGenerator()
+        while Date() < end {
+            Thread.sleep(forTimeInterval: Double.random(in: 0.2...0.8, using: &generator))
+            let victim = Self.everyone.randomElement(using: &generator)!
+            guard let id = client(victim).connectionID else { continue }
+            let kind = Int.random(in: 0..<10, using: &generator)
+            do {
+                switch kind {
+                case 0..<6:
+                    try emulator.hook("connections/\(id)/drop")
+                    transcript.say("⚡ chaos: TCP reset of \(victim)'s connection")
+                case 6..<8:
+                    try emulator.hook("connections/\(id)/close?code=1011&reason=chaos")
+                    transcript.say("⚡ chaos: the service closes \(victim)'s connection with 1011")
+                default:
+                    try emulator.hook("connections/\(id)/pause")
+                    Thread.sleep(forTimeInterval: 0.3)
+                    try emulator.hook("connections/\(id)/resume")
+                    transcript.say("⚡ chaos: \(victim)'s connection paused for 0.3 s")
+                }
+                lock.withLock { faults += 1 }
+            } catch {
+                // The connection may be between sockets right now; that is part of the game.
+                transcript.say("chaos: \(victim) not hit (\(error))")
+            }
+        }
     }
 
     /// Stops every client and the emulator (idempotent).
@@ -122,16 +177,21 @@ final class DemoSession: @unchecked Sendable {  // mutable state guarded by `loc
 
     // MARK: Publishing
 
-    private func publish(from name: String, index: Int, dropAt: Int?, victimID: String) {
+    private func publish(from name: String, index: Int, until end: Date?, dropAt: Int?, victimID: String) {
         let client = self.client(name)
-        for n in 1...messagesPerSender {
+        var n = 0
+        while true {
+            n += 1
+            if let end { if Date() >= end { break } } else if n > messagesPerSender { break }
             let content = DemoMessage(sender: name, senderIndex: index, number: n).content
             do {
                 let result = try client.sendToGroup(Self.group, content, noEcho: true)
-                if verbose || n <= 2 || n == messagesPerSender {
+                lock.withLock { acked[name, default: []].append(n) }
+                if verbose || n <= 2 || (end == nil && n == messagesPerSender) {
                     transcript.say("\(pad(name)) → \(Self.group)  #\(n) \(content.dataType.rawValue)  acked (ack id \(result.ackID.map(String.init) ?? "-"))")
                 }
             } catch {
+                lock.withLock { failed[name, default: 0] += 1 }
                 transcript.say("\(pad(name)) → \(Self.group)  #\(n) FAILED: \(error)")
             }
             if n == dropAt {
@@ -144,7 +204,7 @@ final class DemoSession: @unchecked Sendable {  // mutable state guarded by `loc
             }
             Thread.sleep(forTimeInterval: interval.seconds)
         }
-        transcript.say("\(pad(name)) finished sending \(messagesPerSender) messages")
+        transcript.say("\(pad(name)) finished sending: \(n - 1) messages")
     }
 
     private func watchRecovery(of name: String, previousID: String) {
@@ -193,27 +253,30 @@ final class DemoSession: @unchecked Sendable {  // mutable state guarded by `loc
     private func allDelivered() -> Bool {
         lock.withLock {
             Self.everyone.allSatisfy { r in
-                expectedSenders(for: r).allSatisfy { s in (received[r]?[s]?.count ?? 0) >= messagesPerSender }
+                expectedSenders(for: r).allSatisfy { s in Set(received[r]?[s] ?? []).isSuperset(of: acked[s] ?? []) }
             }
         }
     }
 
     private func summarize() -> Bool {
-        let snapshot = lock.withLock { received }
+        let (snapshot, ackedSnapshot, failedSnapshot) = lock.withLock { (received, acked, failed) }
         var ok = true
         var totalSent = 0, totalReceived = 0, totalLost = 0, totalDuplicated = 0, totalReordered = 0
         transcript.raw("")
-        transcript.raw("Summary (\(Self.senders.count) senders × \(messagesPerSender) messages, noEcho; carol dropped mid-stream)")
+        transcript.raw(chaos == nil
+            ? "Summary (\(Self.senders.count) senders × \(messagesPerSender) messages, noEcho; carol dropped mid-stream)"
+            : "Summary (chaos for \(Int(chaos!)) s; expected = the messages the service acked to their sender)")
         transcript.raw("receiver  expected  received  lost  duplicated  out-of-order")
         for r in Self.everyone {
             var expected = 0, got = 0, lost = 0, dup = 0, reordered = 0
             for s in expectedSenders(for: r) {
                 let numbers = snapshot[r]?[s] ?? []
-                expected += messagesPerSender
+                let sentByS = ackedSnapshot[s] ?? []
+                expected += sentByS.count
                 got += numbers.count
                 let unique = Set(numbers)
                 dup += numbers.count - unique.count
-                lost += (1...messagesPerSender).filter { !unique.contains($0) }.count
+                lost += sentByS.filter { !unique.contains($0) }.count
                 reordered += zip(numbers, numbers.dropFirst()).filter { $0 >= $1 }.count
             }
             totalSent += expected
@@ -225,10 +288,21 @@ final class DemoSession: @unchecked Sendable {  // mutable state guarded by `loc
             transcript.raw("\(pad(r, 8))  \(String(expected).leftPad(8))  \(String(got).leftPad(8))  \(String(lost).leftPad(4))  \(String(dup).leftPad(10))  \(String(reordered).leftPad(12))")
         }
         transcript.raw("total     sent \(totalSent), received \(totalReceived), lost \(totalLost), duplicated \(totalDuplicated), out of order \(totalReordered)")
+        let failures = failedSnapshot.values.reduce(0, +)
+        if failures > 0 { transcript.raw("sends that failed after every retry (not acked, so not expected): \(failures)") }
         transcript.raw(ok ? "RESULT: every message delivered exactly once and in order" : "RESULT: FAILED")
         transcript.raw("")
         return ok
     }
+}
+
+/// `VmRSS` of this process in KiB (0 where /proc is missing).
+func residentMemoryKiB() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+    }
+    return 0
 }
 
 /// A demo message: who sent it and its number, as text, json or binary content.
