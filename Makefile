@@ -59,7 +59,7 @@ emulator:
 ## The emulator's loopback fan-out rate (release build), reliable and plain JSON receivers.
 emulator-load:
 	$(SWIFT) build -c release --product webpubsub-emulator
-	.build/release/webpubsub-emulator load --receivers 100 --messages 2000
+	.build/release/webpubsub-emulator load --receivers 100 --messages 2000 --reliable-buffer-messages 100000
 	.build/release/webpubsub-emulator load --receivers 100 --messages 2000 --non-reliable
 
 ## Autobahn conformance (kosoku fuzzing server on loopback), full: categories 1–7, 9, 10.
