@@ -7,7 +7,7 @@ BIN        := .build/debug
 # The Swift tests find the Python peers through this variable.
 export WPS_PYTHON := $(PY)
 
-.PHONY: all build venv test test-swift test-tsan demo conformance conformance-ci bench soak chaos clean
+.PHONY: all build venv test test-swift test-tsan demo chaos soak emulator emulator-load conformance conformance-ci bench clean
 
 all: build
 
@@ -40,6 +40,27 @@ test-tsan: venv
 demo:
 	$(SWIFT) build
 	$(BIN)/webpubsub-demo --emulator $(BIN)/webpubsub-emulator
+
+## Chaos: 60 s of publishing while random clients get TCP resets, 1011 closes and pauses; exits 0 only when
+## every acked message reached every receiver exactly once and in order.
+chaos:
+	$(SWIFT) build
+	$(BIN)/webpubsub-demo --emulator $(BIN)/webpubsub-emulator --chaos 60 --interval 5
+
+## Soak: the same for 15 minutes (release build), with the process's resident memory before and after.
+soak:
+	$(SWIFT) build -c release
+	.build/release/webpubsub-demo --emulator .build/release/webpubsub-emulator --chaos 900 --interval 2
+
+## The emulator on Microsoft's defaults (port 8080).
+emulator:
+	$(SWIFT) run webpubsub-emulator
+
+## The emulator's loopback fan-out rate (release build), reliable and plain JSON receivers.
+emulator-load:
+	$(SWIFT) build -c release --product webpubsub-emulator
+	.build/release/webpubsub-emulator load --receivers 100 --messages 2000 --reliable-buffer-messages 100000
+	.build/release/webpubsub-emulator load --receivers 100 --messages 2000 --non-reliable
 
 ## Autobahn conformance (kosoku fuzzing server on loopback), full: categories 1–7, 9, 10.
 conformance: venv

@@ -84,10 +84,16 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Runs webpubsub-emulator as a process for the demo and the benchmark (Foundation only).
+        .target(
+            name: "EmulatorLauncher",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "webpubsub-demo",
             dependencies: [
                 "WebPubSub",
+                "EmulatorLauncher",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -97,6 +103,7 @@ let package = Package(
             name: "webpubsub-bench",
             dependencies: [
                 "WebPubSub",
+                "EmulatorLauncher",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

@@ -1,330 +1,266 @@
 //===----------------------------------------------------------------------===//
-// webpubsub-bench: our client and the Python SDK side by side against one local
-// emulator (loopback only, bounded in count and time). Prints a Markdown table.
+// webpubsub-bench: `make bench`. Our client and the official Python SDK
+// (azure-messaging-webpubsubclient 1.1.0) measured side by side against one
+// emulator process in one run. A benchmark, not a test: it prints figures
+// and ratios; it asserts nothing about speed.
 //===----------------------------------------------------------------------===//
 import ArgumentParser
 import Dispatch
+import EmulatorLauncher
 import Foundation
 import Logging
 import WebPubSub
-
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 @main
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "webpubsub-bench",
-        abstract: "Measure WebPubSubClient (and the Python SDK) against a local webpubsub-emulator.")
+        abstract: "Measures the client and the Python SDK side by side against one local emulator.")
 
-    @Option(help: "Path of the webpubsub-emulator executable.")
-    var emulator: String = ".build/release/webpubsub-emulator"
+    @Option(help: "Path of the webpubsub-emulator executable (default: next to this one).")
+    var emulator: String?
 
-    @Option(help: "A Python with azure-messaging-webpubsubclient 1.1.0; leave out to skip the Python side.")
-    var python: String?
+    @Option(help: "Python interpreter with azure-messaging-webpubsubclient (empty: skip the Python side).")
+    var python: String = ".venv/bin/python"
 
-    @Option(help: "The Python side's script.")
-    var script: String = "Tests/Peers/py_bench.py"
-
-    @Option(help: "Sequential acked sends (latency).")
-    var sequential = 2000
-
-    @Option(help: "Pipelined acked sends, and messages received.")
-    var pipelined = 20000
-
-    @Option(help: "Payload bytes per message.")
-    var size = 64
+    @Option(help: "Acked sendToGroup round trips to time.") var acked = 5000
+    @Option(help: "Fire-and-forget messages to time.") var fire = 50000
+    @Option(help: "Group messages to receive.") var receive = 50000
+    @Option(help: "Payload size in bytes (text).") var payload = 64
+    @Option(help: "Messages in flight at most while measuring receive rates.") var window = 500
+    @Option(help: "Log level of our clients (trace … critical).") var logLevel = "warning"
+    @Option(help: "Seconds each Python phase may take at most.") var pythonPhaseLimit = 30.0
 
     func run() throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
-        let service = try EmulatorProcess(path: emulator)
-        defer { service.stop() }
-        let payload = String(repeating: "x", count: size)
-        var rows: [(String, String, String)] = []
+        let path = emulator ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            .appendingPathComponent("webpubsub-emulator").path
+        let emu = try EmulatorProcess(path: path)
+        defer { emu.stop() }
+        print("emulator: \(emu.endpoint) (\(path))")
 
-        // Sequential acked sends: the ack round trip.
-        let client = try open(service, "swift-sender")
+        let swift = try SwiftSide(emulator: emu, payload: payload, logLevel: Logger.Level(rawValue: logLevel) ?? .warning).run(acked: acked, fire: fire, receive: receive, window: window)
+        var py: [String: Any]? = nil
+        if !python.isEmpty {
+            py = try runPython(emu)
+        }
+        Report(swift: swift, python: py, acked: acked, fire: fire, receive: receive, payload: payload).print()
+    }
+
+    private func runPython(_ emu: EmulatorProcess) throws -> [String: Any]? {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Tests/Peers/bench_python_client.py").path
+        let p = Process()
+        let out = Pipe()
+        p.executableURL = URL(fileURLWithPath: python)
+        p.arguments = ["-u", script, "--connection-string", emu.connectionString, "--endpoint", emu.endpoint,
+                       "--acked", String(acked), "--fire", String(fire), "--receive", String(receive),
+                       "--payload", String(payload), "--window", String(window),
+                       "--phase-limit", String(pythonPhaseLimit)]
+        p.standardOutput = out
+        p.standardError = FileHandle.standardError
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") where line.hasPrefix("RESULT ") {
+            return try JSONSerialization.jsonObject(with: Data(line.dropFirst(7).utf8)) as? [String: Any]
+        }
+        FileHandle.standardError.write(Data("the Python side printed no RESULT line (status \(p.terminationStatus))\n".utf8))
+        return nil
+    }
+}
+
+/// Our client's side of the measurement.
+struct SwiftSide {
+    let emulator: EmulatorProcess
+    let payload: String
+
+    let logLevel: Logger.Level
+
+    init(emulator: EmulatorProcess, payload: Int, logLevel: Logger.Level) {
+        self.emulator = emulator
+        self.logLevel = logLevel
+        self.payload = String(repeating: "x", count: payload)
+    }
+
+    func makeClient(_ user: String, protocol proto: WebPubSubProtocol = .jsonReliable) -> WebPubSubClient {
+        var options = WebPubSubClientOptions()
+        options.protocolType = proto
+        var logger = Logger(label: "bench.\(user)")
+        logger.logLevel = logLevel
+        options.logger = logger
+        options.logsMessagePayloads = logLevel == .trace
+        let emulator = self.emulator
+        return WebPubSubClient(credential: { try emulator.clientAccessURL(hub: "bench_swift", user: user) },
+                               options: options)
+    }
+
+    func run(acked: Int, fire: Int, receive: Int, window: Int) throws -> [String: Double] {
+        var result: [String: Double] = [:]
+        let sender = makeClient("swift-sender")
+        try sender.open()
+        defer { sender.close() }
+        try sender.joinGroup("bench-ack")
+
+        // 1. Acked round trips from one thread.
         var latencies: [Double] = []
-        latencies.reserveCapacity(sequential)
-        let started = Date()
-        for _ in 0..<sequential {
+        latencies.reserveCapacity(acked)
+        var start = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<acked {
             let t0 = DispatchTime.now().uptimeNanoseconds
-            try client.sendToGroup("bench-nobody", .text(payload))
+            try sender.sendToGroup("bench-ack", .text(payload), noEcho: true)
             latencies.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
         }
-        let seqSeconds = Date().timeIntervalSince(started)
+        var elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         latencies.sort()
-        rows.append(("acked sendToGroup, one at a time (\(sequential) × \(size) B)", "Swift",
-                     String(format: "p50 %.3f ms, p99 %.3f ms, %.0f ops/s", latencies[latencies.count / 2],
-                            latencies[latencies.count * 99 / 100], Double(sequential) / seqSeconds)))
+        result["acked_per_sec"] = Double(acked) / elapsed
+        result["ack_p50_ms"] = latencies[latencies.count / 2]
+        result["ack_p99_ms"] = latencies[min(latencies.count - 1, latencies.count * 99 / 100)]
 
-        // Pipelined acked sends (completion handlers).
-        let acked = Countdown(pipelined)
-        let pStart = Date()
-        for _ in 0..<pipelined {
-            client.sendToGroup("bench-nobody", .text(payload)) { _ in acked.tick() }
+        // 1b. Acked sends pipelined through the completion-handler form, at most 256 in flight.
+        let inFlight = DispatchSemaphore(value: 256)
+        let allDone = DispatchGroup()
+        let failures = Counter()
+        start = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<acked {
+            inFlight.wait()
+            allDone.enter()
+            sender.sendToGroup("bench-ack", .text(payload), noEcho: true) { result in
+                if case .failure = result { failures.increment() }
+                inFlight.signal()
+                allDone.leave()
+            }
         }
-        acked.wait(timeout: 120)
-        let pSeconds = Date().timeIntervalSince(pStart)
-        rows.append(("acked sendToGroup, pipelined (\(pipelined) × \(size) B)", "Swift",
-                     String(format: "%.0f msgs/s (all acked in %.2f s)", Double(pipelined) / pSeconds, pSeconds)))
+        allDone.wait()
+        elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        result["acked_pipelined_per_sec"] = Double(acked) / elapsed
+        result["acked_pipelined_failures"] = Double(failures.wait(atLeast: 0, until: Date()).0)
 
-        // Receiving: a Swift receiver in group "rx" while the sender publishes fire-and-forget.
-        let receiver = try open(service, "swift-receiver")
-        try receiver.joinGroup("rx")
-        let rx = Countdown(pipelined)
-        receiver.subscribe(.groupMessage) { _ in rx.tick() }
-        let (rate, swiftGot) = publish(client, count: pipelined, payload: payload, received: { rx.done })
-        rows.append(("group messages received (\(pipelined) × \(size) B, reliable, ≤ \(window) ahead)", "Swift",
-                     String(format: "%.0f msgs/s (%d received)", rate, swiftGot)))
-        receiver.close()
-
-        if let python {
-            let n = min(sequential, 500)
-            let seq = try runPython(python, [try url(service, "py-sender"), "acked", "\(n)", "\(size)"])
-            rows.append(("acked sendToGroup, one at a time (\(n) × \(size) B)", "Python 1.1.0",
-                         String(format: "p50 %.3f ms, p99 %.3f ms, %.0f ops/s, %d stalls ≥ 0.5 s",
-                                seq["p50_ms"] as? Double ?? 0, seq["p99_ms"] as? Double ?? 0,
-                                seq["ops_per_s"] as? Double ?? 0, seq["stalls"] as? Int ?? 0)))
-            let m = min(pipelined, 5000)
-            let peer = try PythonReceiver(python, [script, try url(service, "py-receiver"), "receive", "\(m)"])
-            let (_, _) = publish(client, count: m, payload: payload, received: { peer.progress })
-            peer.waitForResult(timeout: 40)
-            let result = peer.result ?? [:]
-            rows.append(("group messages received (\(m) × \(size) B, reliable, ≤ \(window) ahead)", "Python 1.1.0",
-                         String(format: "%.0f msgs/s (%d received)", result["msgs_per_s"] as? Double ?? 0,
-                                result["count"] as? Int ?? 0)))
+        // 2. Fire-and-forget from one thread: the call rate, and the rate at which the service got them.
+        let inBefore = try messagesIn()
+        start = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<fire {
+            try sender.sendToGroup("bench-fire", .text(payload), noEcho: true, fireAndForget: true)
         }
-        client.close()
+        elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        result["fire_per_sec"] = Double(fire) / elapsed
+        let deadline = Date().addingTimeInterval(60)
+        while try messagesIn() - inBefore < fire, Date() < deadline { usleep(2_000) }
+        elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        result["fire_arrived_per_sec"] = Double(fire) / elapsed
 
-        print("| measurement | client | result |")
-        print("|---|---|---|")
-        for (what, who, result) in rows { print("| \(what) | \(who) | \(result) |") }
+        // 3. Group messages received by one client, per protocol, with at most `window` in flight
+        //    (published, not yet received) so that a slow receiver is measured rather than overrun.
+        for (proto, key) in [(WebPubSubProtocol.jsonReliable, "receive_per_sec"), (.json, "receive_json_per_sec")] {
+            let (count, rate) = try receivePhase(sender: sender, protocol: proto, count: receive, window: window)
+            result[key] = rate
+            result[key.replacingOccurrences(of: "_per_sec", with: "_count")] = Double(count)
+        }
+        return result
     }
 
-    private func url(_ service: EmulatorProcess, _ user: String) throws -> String {
-        try service.clientAccessURL(hub: "bench", user: user,
-                                    roles: ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]).absoluteString
-    }
-
-    private func open(_ service: EmulatorProcess, _ user: String) throws -> WebPubSubClient {
-        let url = try service.clientAccessURL(hub: "bench", user: user,
-                                              roles: ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"])
-        var options = WebPubSubClientOptions()
-        options.ackTimeout = 60
-        let client = WebPubSubClient(url: url, options: options)
-        try client.open()
-        return client
-    }
-
-    /// How far the publisher may run ahead of the receiver: the service closes a reliable connection
-    /// with more than 1000 unacknowledged messages, so an unbounded burst measures that, not the client.
-    var window: Int { 100 }
-
-    /// Publishes `count` fire-and-forget messages to "rx", at most ``window`` ahead of `received()`;
-    /// returns messages/s and how many arrived (it gives up when the receiver stalls for 10 s).
-    private func publish(_ client: WebPubSubClient, count: Int, payload: String,
-                         received: () -> Int) -> (Double, Int) {
-        let start = Date()
+    private func receivePhase(sender: WebPubSubClient, protocol proto: WebPubSubProtocol, count: Int, window: Int)
+        throws -> (Int, Double)
+    {
+        let receiver = makeClient("swift-receiver", protocol: proto)
+        let counter = Counter()
+        receiver.subscribe(.groupMessage) { _ in counter.increment() }
+        try receiver.open()
+        defer { receiver.close() }
+        let group = "bench-recv-\(proto.subprotocol)"
+        try receiver.joinGroup(group)
+        let start = DispatchTime.now().uptimeNanoseconds
+        let deadline = Date().addingTimeInterval(120)
         var sent = 0
-        var lastProgress = Date()
-        var lastSeen = 0
-        while received() < count {
-            while sent < count, sent - received() < window {
-                client.sendToGroup("rx", .text(payload), fireAndForget: true) { _ in }
-                sent += 1
-            }
-            let now = received()
-            if now != lastSeen {
-                lastSeen = now
-                lastProgress = Date()
-            } else if Date().timeIntervalSince(lastProgress) > 10 {
-                break
-            }
-            usleep(200)
+        while sent < count, Date() < deadline {
+            counter.wait(atLeast: sent - window + 1, until: deadline)
+            try sender.sendToGroup(group, .text(payload), noEcho: true, fireAndForget: true)
+            sent += 1
         }
-        return (Double(received()) / Date().timeIntervalSince(start), received())
+        let (received, last) = counter.wait(atLeast: sent, until: deadline)
+        return (received, Double(received) / (Double(max(last, start + 1) - start) / 1e9))
     }
 
-    private func runPython(_ python: String, _ arguments: [String]) throws -> [String: Any] {
-        let process = Process()
-        let pipe = Pipe()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [script] + arguments
-        process.standardOutput = pipe
-        try process.run()
-        let out = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let last = String(decoding: out, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? ""
-        return (try? JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any]) ?? [:]
+    private func messagesIn() throws -> Int {
+        (try emulator.stats()["messagesIn"] as? Int) ?? 0
     }
 }
 
-/// Counts down to zero; `wait` blocks until then (or the time-out).
-final class Countdown: @unchecked Sendable {  // `remaining` guarded by `condition`
+/// Counts received messages and remembers when the last one came.
+final class Counter: @unchecked Sendable {  // guarded by `condition`
     private let condition = NSCondition()
-    private var remaining: Int
-    private let total: Int
-    init(_ n: Int) { remaining = n; total = n }
-    /// How many ticks so far.
-    var done: Int { condition.lock(); defer { condition.unlock() }; return total - remaining }
-    func tick() {
-        condition.lock()
-        remaining -= 1
-        if remaining <= 0 { condition.broadcast() }
-        condition.unlock()
-    }
-    func wait(timeout: TimeInterval) {
-        let deadline = Date().addingTimeInterval(timeout)
-        condition.lock()
-        while remaining > 0, condition.wait(until: deadline) {}
-        condition.unlock()
-    }
-}
+    private var count = 0
+    private var last: UInt64 = 0
 
-/// The Python receiver: started first, READY when it joined; its JSON result line comes at the end.
-final class PythonReceiver: @unchecked Sendable {  // `lines` guarded by `condition`
-    private let process = Process()
-    private let pipe = Pipe()
-    private let condition = NSCondition()
-    private var lines: [String] = []
-    private var partial = Data()
-
-    init(_ python: String, _ arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = arguments
-        process.standardOutput = pipe
-        pipe.fileHandleForReading.readabilityHandler = { [weak self] h in self?.append(h.availableData) }
-        try process.run()
-        guard waitFor(timeout: 60, { $0.contains("READY") }) else { throw ValidationError("the Python receiver did not start") }
-    }
-
-    private func append(_ data: Data) {
+    func increment() {
         condition.lock()
-        partial.append(data)
-        while let nl = partial.firstIndex(of: UInt8(ascii: "\n")) {
-            lines.append(String(decoding: partial[partial.startIndex..<nl], as: UTF8.self))
-            partial.removeSubrange(partial.startIndex...nl)
-        }
-        if data.isEmpty { pipe.fileHandleForReading.readabilityHandler = nil }
+        count += 1
+        last = DispatchTime.now().uptimeNanoseconds
         condition.broadcast()
         condition.unlock()
     }
 
-    private func waitFor(timeout: TimeInterval, _ predicate: (String) -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
+    /// Waits until at least `target` were counted (or `deadline`); returns the count and the time of the last.
+    @discardableResult
+    func wait(atLeast target: Int, until deadline: Date) -> (Int, UInt64) {
         condition.lock()
         defer { condition.unlock() }
-        while !lines.contains(where: predicate) {
-            if !condition.wait(until: deadline) { return false }
-        }
-        return true
-    }
-
-    func waitForResult(timeout: TimeInterval) {
-        _ = waitFor(timeout: timeout) { $0.hasPrefix("{") }
-        process.waitUntilExit()
-    }
-
-    /// The last `GOT n` progress line's n.
-    var progress: Int {
-        condition.lock()
-        defer { condition.unlock() }
-        if let line = lines.last(where: { $0.hasPrefix("{") }),
-            let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] {
-            return o["count"] as? Int ?? 0
-        }
-        return lines.last(where: { $0.hasPrefix("GOT ") }).flatMap { Int($0.dropFirst(4)) } ?? 0
-    }
-
-    var result: [String: Any]? {
-        condition.lock()
-        defer { condition.unlock() }
-        guard let line = lines.last(where: { $0.hasPrefix("{") }) else { return nil }
-        return try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        while count < target && condition.wait(until: deadline) {}
+        return (count, last)
     }
 }
 
-/// The emulator as a child process: `serve --port 0`, ready when it prints its connection string.
-final class EmulatorProcess: @unchecked Sendable {  // immutable after init; `Process` is used from one thread at a time
-    let path: String
-    let process = Process()
-    let connectionString: String
-    let endpoint: String
+/// The side-by-side table.
+struct Report {
+    var swift: [String: Double]
+    var python: [String: Any]?
+    var acked: Int
+    var fire: Int
+    var receive: Int
+    var payload: Int
 
-    init(path: String) throws {
-        self.path = path
-        let pipe = Pipe()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = ["serve", "--port", "0", "--log-level", "warning"]
-        process.standardOutput = pipe
-        process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch { throw ValidationError("cannot start the emulator at \(path): \(error)") }
-        var buffer = Data()
-        var line: String?
-        while line == nil {
-            let chunk = pipe.fileHandleForReading.availableData
-            if chunk.isEmpty { break }  // the emulator exited
-            buffer.append(chunk)
-            if let nl = buffer.firstIndex(of: UInt8(ascii: "\n")) {
-                line = String(decoding: buffer[..<nl], as: UTF8.self)
+    func print() {
+        func py(_ key: String) -> Double? { (python?[key] as? NSNumber)?.doubleValue }
+        let rows: [(String, String, Bool)] = [
+            ("acked sendToGroup round trips/s (1 thread)", "acked_per_sec", true),
+            ("ack latency p50 (ms)", "ack_p50_ms", false),
+            ("ack latency p99 (ms)", "ack_p99_ms", false),
+            ("acked sendToGroup, pipelined (completion handlers, 256 in flight)/s", "acked_pipelined_per_sec", true),
+            ("fire-and-forget calls/s (1 thread)", "fire_per_sec", true),
+            ("fire-and-forget arrived at the service/s", "fire_arrived_per_sec", true),
+            ("group messages received/s (1 client, reliable)", "receive_per_sec", true),
+            ("group messages received/s (1 client, json)", "receive_json_per_sec", true),
+        ]
+        Swift.print("")
+        Swift.print("payload \(payload) B text; acked \(acked), fire-and-forget \(fire), received \(receive) messages")
+        Swift.print("| measure | Swift client | Python SDK 1.1.0 | Swift / Python |")
+        Swift.print("|---|---:|---:|---:|")
+        for (title, key, higherIsBetter) in rows {
+            let s = swift[key]
+            let p = py(key)
+            let ratio: String
+            if let s, let p, s > 0, p > 0 {
+                ratio = String(format: "%.1f×", higherIsBetter ? s / p : p / s)
+            } else {
+                ratio = "-"
+            }
+            Swift.print("| \(title) | \(format(s)) | \(format(p)) | \(ratio) |")
+        }
+        for key in ["receive_count", "receive_json_count"] {
+            if let got = swift[key], Int(got) < receive {
+                Swift.print("note: the Swift receiver (\(key)) got \(Int(got)) of \(receive)")
+            }
+            if let got = py(key), Int(got) < receive {
+                Swift.print("note: the Python receiver (\(key)) got \(Int(got)) of \(receive) within its time limit")
             }
         }
-        guard let line, line.hasPrefix("Endpoint=") else {
-            if process.isRunning { process.terminate() }
-            throw ValidationError("the emulator did not print its connection string")
+        if let count = py("acked_count"), Int(count) < acked {
+            Swift.print("note: the Python sender completed \(Int(count)) of \(acked) acked sends within its time limit")
         }
-        connectionString = line
-        endpoint = line.split(separator: ";").first.map { String($0.dropFirst("Endpoint=".count)) } ?? ""
+        Swift.print("(ratios: higher is better for Swift; for latencies the ratio is Python / Swift)")
     }
 
-    /// A client access URL made by `webpubsub-emulator token` (the job of your server in real life).
-    func clientAccessURL(hub: String, user: String, roles: [String]) throws -> URL {
-        let token = Process()
-        let pipe = Pipe()
-        token.executableURL = URL(fileURLWithPath: path)
-        token.arguments = ["token", "--hub", hub, "--user", user, "--connection-string", connectionString]
-            + roles.flatMap { ["--role", $0] }
-        token.standardOutput = pipe
-        try token.run()
-        let out = pipe.fileHandleForReading.readDataToEndOfFile()
-        token.waitUntilExit()
-        let text = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard token.terminationStatus == 0, let url = URL(string: text) else {
-            throw ValidationError("token failed: \(text)")
-        }
-        return url
+    private func format(_ v: Double?) -> String {
+        guard let v else { return "-" }
+        return v >= 100 ? String(format: "%.0f", v) : String(format: "%.2f", v)
     }
-
-    /// Runs one of the emulator's `/_emulator/connections/{id}/{hook}` test hooks.
-    func hook(_ connectionID: String, _ name: String) -> Bool {
-        var request = URLRequest(url: URL(string: "\(endpoint)/_emulator/connections/\(connectionID)/\(name)")!)
-        request.httpMethod = "POST"
-        let done = DispatchSemaphore(value: 0)
-        let status = StatusBox()
-        URLSession.shared.dataTask(with: request) { _, response, _ in
-            status.set((response as? HTTPURLResponse)?.statusCode ?? 0)
-            done.signal()
-        }.resume()
-        _ = done.wait(timeout: .now() + 10)
-        return status.get() == 200
-    }
-
-    func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        process.waitUntilExit()
-    }
-}
-
-final class StatusBox: @unchecked Sendable {  // `value` guarded by `lock`
-    private let lock = NSLock()
-    private var value = 0
-    func set(_ v: Int) { lock.lock(); value = v; lock.unlock() }
-    func get() -> Int { lock.lock(); defer { lock.unlock() }; return value }
 }
