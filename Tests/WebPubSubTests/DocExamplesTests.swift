@@ -141,6 +141,42 @@ struct DocExamplesTests {
         #expect(echoed.wait(count: 2) == ["ping", "echo: ping"])
     }
 
+    /// The README's quick start, compiled and run; `readmeShowsTheQuickStart` checks the README shows it.
+    @Test func readmeQuickStart() throws {
+        let emu = try EmulatorFixture()
+        let fetchClientAccessURL: @Sendable () throws -> URL = { emu.url(userID: "readme") }
+        let printed = Collector<String>()
+        @Sendable func print(_ items: Any...) { printed.append(items.map { "\($0)" }.joined(separator: " ")) }
+
+        // readme: begin
+        let client = WebPubSubClient(credential: {
+            // Ask your server for a client access URL (it holds the access key).
+            try fetchClientAccessURL()
+        })
+        client.subscribe(.groupMessage) { event in
+            print("\(event.group) from \(event.fromUserID ?? "?"):", event.content)
+        }
+        try client.open()
+        try client.joinGroup("chat")
+        let result = try client.sendToGroup("chat", .text("hello"))
+        print("acked as", result.ackID ?? 0)
+        client.close()
+        // readme: end
+
+        let lines = printed.wait(count: 2)
+        #expect(lines.contains("acked as 2"))
+        #expect(lines.contains { $0.hasPrefix("chat from readme:") })
+    }
+
+    @Test func readmeShowsTheQuickStart() throws {
+        let source = try String(contentsOfFile: #filePath, encoding: .utf8)
+        let readme = try String(contentsOf: TestPaths.packageRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        let begin = try #require(source.range(of: "// readme: begin\n"))
+        let end = try #require(source.range(of: "        // readme: end", range: begin.upperBound..<source.endIndex))
+        let code = String(source[begin.upperBound..<end.lowerBound])
+        #expect(Self.normalized(readme).contains(Self.normalized(code)), "README.md lacks the quick start:\n\(code)")
+    }
+
     /// Every snippet in this file appears verbatim in Docs/Client.md.
     @Test func docsShowTheseExamples() throws {
         let source = try String(contentsOfFile: #filePath, encoding: .utf8)
