@@ -380,6 +380,15 @@ final class ServiceState: @unchecked Sendable {
                 guard let upstream, upstream.handler(hub: s.hub, userEvent: name) != nil else {
                     return fail("InternalServerError", "Internal server error")
                 }
+                if let ackID {
+                    // A retry of an event whose upstream call is still running (e.g. resent after a recovery)
+                    // must not run it twice: the running call's ack answers both.
+                    guard s.eventsInFlight.insert(ackID).inserted else {
+                        logger.debug("event already in flight; its ack answers the retry",
+                                     metadata: ["connectionId": "\(s.id)", "ackId": "\(ackID)"])
+                        return
+                    }
+                }
                 fx.later.append { upstream.userEvent(name, session: s, data: data, ackID: ackID) }
             case .sequenceAck, .ping, .invoke, .cancelInvocation: break
             }
@@ -415,6 +424,7 @@ final class ServiceState: @unchecked Sendable {
     func eventCompleted(_ s: Session, ackID: UInt64?, response: MessageData?, state: String?, failed: Bool,
                         invocationID: String? = nil) {
         mutate { fx in
+            if let ackID { s.eventsInFlight.remove(ackID) }
             guard !s.ended else { return }
             if let invocationID {
                 if !failed, let state { s.connectionState = state }

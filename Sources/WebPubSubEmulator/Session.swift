@@ -32,6 +32,8 @@ final class Session: @unchecked Sendable {
     var permissions: PermissionSet
     var groups: Set<String> = []
     var acks: AckMemory
+    /// Ack ids of `event` requests whose upstream call has not answered yet.
+    var eventsInFlight: Set<UInt64> = []
     var reliable: ReliableBuffer<ByteBuffer>?
     /// The current socket; nil while a reliable session waits for recovery.
     var channel: (any Channel)?

@@ -2,12 +2,18 @@
 
 Prints `LISTENING <port>` when ready. User event `echo` answers 200 with the same body and
 Content-Type (the service turns it into a server message, or an invokeResponse, for the caller);
-`fail` answers 500; `slow` answers 204 after 3 s; other events get 204.
+`fail` answers 500; `slow` answers 204 after 3 s; `slow1` answers 204 after 1 s; `calls` answers
+200 with a JSON object counting the events received so far by name; other events get 204.
 Abuse-protection OPTIONS requests are allowed for any origin.
 """
 import http.server
+import json
 import sys
+import threading
 import time
+
+CALLS = {}
+CALLS_LOCK = threading.Lock()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -23,7 +29,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         event = self.headers.get("ce-eventName", "")
-        if event == "fail":
+        with CALLS_LOCK:
+            CALLS[event] = CALLS.get(event, 0) + 1
+            counts = json.dumps(CALLS).encode()
+        if event == "calls":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(counts)))
+            self.end_headers()
+            self.wfile.write(counts)
+        elif event == "slow1":
+            time.sleep(1)
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif event == "fail":
             self.send_response(500)
             self.send_header("Content-Length", "0")
             self.end_headers()

@@ -226,6 +226,27 @@ struct EmulatorClientTests {
         #expect(receiver.socketsOpened == 2 && publisher.socketsOpened == 2)
     }
 
+    @Test func anEventCutOffByADropRunsOnceUpstream() throws {
+        let emu = try EmulatorFixture(upstream: true)
+        let client = emu.client(userID: "ev") { $0.ackTimeout = 10 }
+        try client.open()
+        defer { client.close() }
+        let id = try #require(client.connectionID)
+        let done = Collector<Result<WebPubSubResult, WebPubSubError>>()
+        // The upstream takes 1 s; the socket drops while the call runs, the client recovers and sends the
+        // event again with the same ack id. The emulator must not call the upstream a second time.
+        client.sendEvent("slow1", .text("once")) { done.append($0) }
+        Thread.sleep(forTimeInterval: 0.3)
+        try emu.hook(id, "drop")
+        let results = done.wait(count: 1, timeout: 10)
+        #expect(results.count == 1)
+        if case .failure(let error) = results.first { Issue.record("the event failed: \(error)") }
+        #expect(client.connectionID == id)
+        let counts = try client.invokeEvent("calls", .text("")).content?.jsonText ?? ""
+        let calls = try JSONSerialization.jsonObject(with: Data(counts.utf8)) as? [String: Int]
+        #expect(calls?["slow1"] == 1, "upstream calls: \(counts)")
+    }
+
     @Test func expiredSessionReconnectsWithAFreshURLAndRejoins() throws {
         let emu = try EmulatorFixture()
         let urls = Collector<URL>()
