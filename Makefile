@@ -26,7 +26,7 @@ test: venv
 	$(SWIFT) build --build-tests
 	# WebSocketTests count the process's descriptors and threads: run them in a process of their own.
 	$(SWIFT) test --skip-build --skip WebSocketTests
-	$(SWIFT) test --skip-build --filter WebSocketTests
+	WPS_ISOLATED=1 $(SWIFT) test --skip-build --filter WebSocketTests
 	$(MAKE) conformance-ci
 
 test-swift: venv

@@ -57,6 +57,10 @@ func raiseDescriptorLimit(to n: rlim_t) -> (soft: rlim_t, hard: rlim_t) {
     return (rl.rlim_cur, rl.rlim_max)
 }
 
+/// True when this test target has the process to itself (`make test` sets WPS_ISOLATED=1 for it), so that
+/// process-wide counts (descriptors, threads) measure this module alone.
+let runsIsolated = ProcessInfo.processInfo.environment["WPS_ISOLATED"] == "1"
+
 /// Waits until the open descriptor count is back to `baseline` (sources close sockets just after onClose).
 func settleDescriptors(to baseline: Int, timeout: TimeInterval = 3) -> Int {
     let deadline = Date().addingTimeInterval(timeout)
@@ -105,7 +109,7 @@ extension RealPeerTests {
         for c in connections { c.close() }
         #expect(tally.wait("close", reaches: n, timeout: 30))
         print("SCALE connections=\(n) threads before=\(threadsBefore) all-open=\(threadsAllOpen) peak=\(threadsPeak) fds-limit=\(limits.soft)")
-        #expect(threadsPeak < 64)
+        if runsIsolated { #expect(threadsPeak < 64) }  // process-wide: see `runsIsolated`
         #expect(tally.count("wrong-echo") == 0)
         #expect(tally.errors.isEmpty, "\(tally.errors)")
     }
@@ -201,8 +205,11 @@ extension RealPeerTests {
         #expect(own == ownBaseline)
         let threadsAfter = threadCount()
         print("LEAK descriptors before=\(baseline) after=\(after); module sockets before=\(ownBaseline) after=\(own); threads before=\(threadsBefore) after=\(threadsAfter)")
-        // Process-wide: exact when this target runs alone (make test runs it in its own process).
-        #expect(after == baseline, "open descriptors now: \(describeDescriptors())")
+        // Process-wide: exact only when this target runs alone, as `make test` runs it (WPS_ISOLATED=1); in a
+        // plain `swift test` other targets' tests open and close descriptors at the same time.
+        if runsIsolated {
+            #expect(after == baseline, "open descriptors now: \(describeDescriptors())")
+        }
         #expect(socketsTouching(ports: ports) == 0)
     }
 }
