@@ -112,6 +112,7 @@ let package = Package(
         // Shared by the test targets: starting and stopping real peer processes.
         .target(
             name: "TestSupport",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
             path: "Tests/TestSupport",
             swiftSettings: swiftSettings
         ),

@@ -8,32 +8,12 @@ import TestSupport
 
 @testable import WebPubSubEmulator
 
-/// Collects log lines so tests can check that bad input was logged.
-final class LogRecorder: Sendable {
-    let lines = NIOLockedValueBox<[String]>([])
-    func contains(_ needle: String) -> Bool { lines.withLockedValue { $0.contains { $0.contains(needle) } } }
-}
-
-struct RecordingLogHandler: LogHandler {
-    let recorder: LogRecorder
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .info
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-    func log(event: LogEvent) {
-        let meta = (event.metadata ?? [:]).map { "\($0)=\($1)" }.sorted().joined(separator: " ")
-        recorder.lines.withLockedValue { $0.append("\(event.level) \(event.message) \(meta)") }
-    }
-}
-
 /// An in-process emulator on a free port, stopped at the end of `body`.
-func withEmulator<T>(eventHandlers: [WebPubSubEmulator.EventHandler] = [], recorder: LogRecorder = LogRecorder(),
+func withEmulator<T>(eventHandlers: [WebPubSubEmulator.EventHandler] = [], recorder: LogCapture = LogCapture(),
                      configure: (inout WebPubSubEmulator.Configuration) -> Void = { _ in },
                      _ body: (WebPubSubEmulator) throws -> T) throws -> T {
     var config = WebPubSubEmulator.Configuration(port: 0, eventHandlers: eventHandlers,
-                                                 logger: Logger(label: "emulator-test") { _ in RecordingLogHandler(recorder: recorder) })
+                                                 logger: recorder.logger(label: "emulator-test", level: .info))
     config.threads = 2
     configure(&config)
     let emulator = WebPubSubEmulator(configuration: config)

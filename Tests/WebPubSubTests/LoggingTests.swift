@@ -1,42 +1,20 @@
 import Foundation
 import Logging
 import Testing
+import TestSupport
 
 @testable import WebPubSub
-
-/// Collects every log record (message and metadata rendered as text).
-final class CapturingLogHandler: LogHandler, @unchecked Sendable {  // `records` guarded by `lock`
-    private let lock = NSLock()
-    private var records: [String] = []
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        let all = metadata.merging(event.metadata ?? [:]) { $1 }
-        let line = "\(event.level) \(event.message) \(all.map { "\($0)=\($1)" }.sorted().joined(separator: " "))"
-        lock.lock()
-        records.append(line)
-        lock.unlock()
-    }
-
-    var lines: [String] { lock.lock(); defer { lock.unlock() }; return records }
-}
 
 @Suite("Logging", .timeLimit(.minutes(1)))
 struct LoggingTests {
     @Test(arguments: [false, true])
     func accessTokensAreNeverLoggedAndPayloadsOnlyWhenAsked(_ payloads: Bool) throws {
         let emu = try EmulatorFixture()
-        let handler = CapturingLogHandler()
+        let handler = LogCapture()
         let url = emu.url(userID: "u")
         let token = try #require(URLComponents(url: url, resolvingAgainstBaseURL: false)?.queryItems?.first { $0.name == "access_token" }?.value)
         var options = EmulatorFixture.options()
-        options.logger = Logger(label: "capture", factory: { _ in handler })
+        options.logger = Logger(label: "capture", factory: { _ in CapturingLogHandler(handler) })
         options.logger.logLevel = .trace
         options.logsMessagePayloads = payloads
         let client = WebPubSubClient(url: url, options: options)

@@ -415,43 +415,13 @@ extension RealPeerTests {
     }
 }
 
-/// Keeps every log line (message + metadata) in memory.
-final class CapturedLogs: @unchecked Sendable {  // `lines` guarded by `lock`
-    private let lock = NSLock()
-    private var lines: [String] = []
-    func append(_ s: String) {
-        lock.lock()
-        lines.append(s)
-        lock.unlock()
-    }
-    var all: [String] {
-        lock.lock()
-        defer { lock.unlock() }
-        return lines
-    }
-}
-
-struct CapturingLogHandler: LogHandler {
-    let sink: CapturedLogs
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-    func log(event: LogEvent) {
-        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
-        sink.append("\(event.level) \(event.message) \(merged)")
-    }
-}
-
 extension RealPeerTests {
     @Test("logs never hold the access token, the Authorization header or the query string")
     func logRedaction() throws {
         let (peer, port) = try startPeer("echo")
         defer { peer.stop() }
-        let sink = CapturedLogs()
-        var logger = Logger(label: "redaction", factory: { _ in CapturingLogHandler(sink: sink) })
+        let sink = LogCapture()
+        var logger = Logger(label: "redaction", factory: { _ in CapturingLogHandler(sink) })
         logger.logLevel = .trace
         var config = WebSocketConfiguration()
         config.additionalHeaders = [("Authorization", "Bearer hunter2-header")]
@@ -463,7 +433,7 @@ extension RealPeerTests {
         #expect(r.waitForOpen())
         c.close()
         _ = r.waitForClose()
-        let lines = sink.all
+        let lines = sink.lines
         #expect(!lines.isEmpty)
         #expect(lines.contains { $0.contains("ws://127.0.0.1:\(port)/client/hubs/h?<redacted>") })
         for line in lines {
