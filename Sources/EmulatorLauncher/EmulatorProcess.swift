@@ -71,6 +71,12 @@ public final class EmulatorProcess: @unchecked Sendable {  // immutable after in
 
     deinit { stop() }
 
+    /// `webpubsub-emulator` in the folder of the running executable (where `swift build` puts both).
+    public static var besideThisExecutable: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            .appendingPathComponent("webpubsub-emulator").path
+    }
+
     /// Stops the process (SIGTERM, then SIGKILL after 3 s). Idempotent.
     public func stop() {
         guard process.isRunning else { return }

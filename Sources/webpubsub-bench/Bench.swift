@@ -32,8 +32,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Seconds each Python phase may take at most.") var pythonPhaseLimit = 30.0
 
     func run() throws {
-        let path = emulator ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-            .appendingPathComponent("webpubsub-emulator").path
+        let path = emulator ?? EmulatorProcess.besideThisExecutable
         let emu = try EmulatorProcess(path: path)
         defer { emu.stop() }
         print("emulator: \(emu.endpoint) (\(path))")

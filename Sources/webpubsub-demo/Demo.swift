@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 import ArgumentParser
 import Dispatch
+import EmulatorLauncher
 import Foundation
 import Logging
 import WebPubSub
@@ -40,15 +41,11 @@ struct Demo: ParsableCommand {
     var chaos: Double?
 
     func run() throws {
-        let emulatorPath = emulator ?? Self.siblingExecutable("webpubsub-emulator")
+        let emulatorPath = emulator ?? EmulatorProcess.besideThisExecutable
         let session = try DemoSession(emulatorPath: emulatorPath, messagesPerSender: messages,
                                       interval: .milliseconds(interval), verbose: verbose, chaos: chaos)
         defer { session.shutdown() }
         let ok = try session.run()
         if !ok { throw ExitCode(1) }
-    }
-
-    static func siblingExecutable(_ name: String) -> String {
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(name).path
     }
 }
