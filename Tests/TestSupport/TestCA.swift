@@ -3,13 +3,13 @@ import Foundation
 /// A throwaway PKI made with the `openssl` command in a temporary folder, once per test process:
 /// a trusted root, server certificates signed by it (valid for localhost + 127.0.0.1, valid for
 /// another name only, expired), and a server certificate signed by an untrusted root.
-struct TestCA: Sendable {
-    let dir: URL
-    var rootCert: String { dir.appendingPathComponent("root.pem").path }
-    func cert(_ name: String) -> String { dir.appendingPathComponent("\(name).crt").path }
-    func key(_ name: String) -> String { dir.appendingPathComponent("\(name).key").path }
+public struct TestCA: Sendable {
+    public let dir: URL
+    public var rootCert: String { dir.appendingPathComponent("root.pem").path }
+    public func cert(_ name: String) -> String { dir.appendingPathComponent("\(name).crt").path }
+    public func key(_ name: String) -> String { dir.appendingPathComponent("\(name).key").path }
 
-    static let shared: Result<TestCA, TestCAError> = {
+    public static let shared: Result<TestCA, TestCAError> = {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ws-test-ca-\(getpid())")
         try? FileManager.default.removeItem(at: dir)
         do {
@@ -91,7 +91,7 @@ struct TestCA: Sendable {
     }()
 }
 
-struct TestCAError: Error, CustomStringConvertible {
-    var output: String
-    var description: String { "making the test CA failed: \(output)" }
+public struct TestCAError: Error, CustomStringConvertible {
+    public var output: String
+    public var description: String { "making the test CA failed: \(output)" }
 }
