@@ -35,6 +35,28 @@ public struct PeerProcessError: Error, CustomStringConvertible {
     public var description: String
 }
 
+/// Every peer process still running, so that none outlives the test process: `atexit` kills them even
+/// when a test leaked its `PeerProcess` (for example through a reference cycle).
+private enum LivePeers {
+    nonisolated(unsafe) static var pids: Set<Int32> = []  // guarded by `lock`
+    static let lock = NSLock()
+    static let installExitHook: Void = {
+        atexit {
+            LivePeers.lock.lock()
+            let pids = LivePeers.pids
+            LivePeers.lock.unlock()
+            for pid in pids { kill(pid, SIGKILL) }
+        }
+    }()
+
+    static func add(_ pid: Int32) {
+        _ = installExitHook
+        lock.withLock { _ = pids.insert(pid) }
+    }
+
+    static func remove(_ pid: Int32) { lock.withLock { _ = pids.remove(pid) } }
+}
+
 /// A child process that a test starts and is sure to stop.
 ///
 /// Output (stdout and stderr merged) is collected line by line; ``waitForLine(containing:timeout:)``
@@ -68,6 +90,7 @@ public final class PeerProcess: @unchecked Sendable {  // mutable state guarded 
             self?.append(data)
         }
         try process.run()
+        LivePeers.add(process.processIdentifier)
     }
 
     /// Starts a Python script from `Tests/Peers` with the venv's interpreter.
@@ -146,6 +169,7 @@ public final class PeerProcess: @unchecked Sendable {  // mutable state guarded 
 
     /// Stops the process: SIGTERM, then SIGKILL after `grace` seconds. Idempotent.
     public func stop(grace: TimeInterval = 3) {
+        defer { LivePeers.remove(process.processIdentifier) }
         guard process.isRunning else { return }
         process.terminate()
         if waitForExit(timeout: grace) == nil {
