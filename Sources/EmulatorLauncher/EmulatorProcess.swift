@@ -16,7 +16,7 @@ public struct EmulatorProcessError: Error, CustomStringConvertible {
 }
 
 /// A `webpubsub-emulator` process on a free loopback port, stopped by ``stop()`` or `deinit`.
-public final class EmulatorProcess: @unchecked Sendable {  // immutable after init; `process` is thread-safe
+public final class EmulatorProcess: @unchecked Sendable {  // immutable after init but `signalSources` (guarded by `lock`); `process` is thread-safe
     /// The executable.
     public let path: String
     /// The connection string it printed when ready.
@@ -70,6 +70,24 @@ public final class EmulatorProcess: @unchecked Sendable {  // immutable after in
     }
 
     deinit { stop() }
+
+    /// Stops the emulator when this process gets SIGINT or SIGTERM (Ctrl-C on `make demo`), then exits with
+    /// 128 + the signal number; without this the emulator would outlive an interrupted demo or benchmark.
+    public func stopOnInterrupt() {
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { [self] in
+                stop()
+                exit(128 + sig)
+            }
+            source.resume()
+            lock.withLock { signalSources.append(source) }
+        }
+    }
+
+    private let lock = NSLock()
+    private var signalSources: [any DispatchSourceSignal] = []  // guarded by `lock`
 
     /// `webpubsub-emulator` in the folder of the running executable (where `swift build` puts both).
     public static var besideThisExecutable: String {

@@ -34,6 +34,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         let path = emulator ?? EmulatorProcess.besideThisExecutable
         let emu = try EmulatorProcess(path: path)
+        emu.stopOnInterrupt()
         defer { emu.stop() }
         print("emulator: \(emu.endpoint) (\(path))")
 

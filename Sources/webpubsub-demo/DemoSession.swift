@@ -40,6 +40,7 @@ final class DemoSession: @unchecked Sendable {  // mutable state guarded by `loc
         self.verbose = verbose
         transcript.say("starting the emulator: \(emulatorPath) --port 0")
         emulator = try EmulatorProcess(path: emulatorPath)
+        emulator.stopOnInterrupt()
         transcript.say("emulator ready at \(emulator.endpoint)")
     }
 
