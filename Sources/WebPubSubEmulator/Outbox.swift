@@ -24,8 +24,6 @@ struct Outbox {
     private var batches: [ObjectIdentifier: (channel: any Channel, ops: [SocketOp])] = [:]
     private var order: [ObjectIdentifier] = []
 
-    var isEmpty: Bool { order.isEmpty }
-
     mutating func add(_ channel: any Channel, _ op: SocketOp) {
         let key = ObjectIdentifier(channel)
         if batches[key] == nil {

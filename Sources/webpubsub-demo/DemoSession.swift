@@ -70,8 +70,6 @@ final class DemoSession: @unchecked Sendable {  // mutable state guarded by `loc
             transcript.say("chaos: for \(Int(chaos!)) s, random clients (senders and receivers) get abrupt TCP resets, "
                 + "service closes with 1011 and delivery pauses, while alice and bob keep publishing")
             injectFaults(until: chaosEnd)
-        } else {
-            watchRecovery(of: "carol", previousID: carolID)
         }
         senders.wait()
 
@@ -206,31 +204,6 @@ final class DemoSession: @unchecked Sendable {  // mutable state guarded by `loc
             Thread.sleep(forTimeInterval: interval.seconds)
         }
         transcript.say("\(pad(name)) finished sending: \(n - 1) messages")
-    }
-
-    private func watchRecovery(of name: String, previousID: String) {
-        let client = self.client(name)
-        Thread { [transcript] in
-            var last = client.state
-            let deadline = Date().addingTimeInterval(40)
-            while Date() < deadline {
-                let now = client.state
-                if now != last {
-                    switch now {
-                    case .recovering:
-                        transcript.say("\(pad(name)) lost her socket: recovering the same session (awps_connection_id + reconnection token)")
-                    case .connected:
-                        let id = client.connectionID ?? "?"
-                        transcript.say("\(pad(name)) recovered: connection \(id)\(id == previousID ? " (the same connection)" : " (a NEW connection)")")
-                        return
-                    default:
-                        transcript.say("\(pad(name)) is \(now)")
-                    }
-                    last = now
-                }
-                Thread.sleep(forTimeInterval: 0.0005)
-            }
-        }.start()
     }
 
     // MARK: Receiving and the tally
