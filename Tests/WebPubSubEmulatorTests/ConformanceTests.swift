@@ -27,7 +27,7 @@ import TestSupport
     }
 
     @Test func recoveryWindowEndsTheSession() throws {
-        let output = try withEmulator(configure: { $0.recoveryWindow = 1 }) {
+        let output = try withEmulator(configure: { $0.recoveryWindow = 3 }) {
             try runScenarios($0.connectionString, ["recovery_window"])
         }
         #expect(expectPass(output, ["recovery_window"]), "\(output.joined(separator: "\n"))")

@@ -390,35 +390,51 @@ extension ClientStateMachineTests {
     }
 
     @Test func aCredentialThatHangsIsBoundedByTheStartTimeout() throws {
+        // The credential hangs until the test lets it go, so open() can only return through the
+        // start timeout: no wall-clock bound is needed to tell the two apart.
         let service = FakeService()
+        let gate = DispatchSemaphore(value: 0)
+        let returned = Collector<Bool>()
         let client = service.makeClient({ $0.startTimeout = 0.3 }, credential: {
-            Thread.sleep(forTimeInterval: 1.5)
+            _ = gate.wait(timeout: .now() + 60)
+            returned.append(true)
             return URL(string: "ws://fake/client/hubs/h?access_token=t")!
         })
-        let started = Date()
         do { try client.open(); Issue.record("no error") } catch {
             #expect(error.code == .openFailed)
             #expect(error.message.contains("credential"))
         }
-        #expect(Date().timeIntervalSince(started) < 1.2)
-        Thread.sleep(forTimeInterval: 1.5)
+        #expect(returned.values.isEmpty, "open() waited for the credential instead of the start timeout")
+        #expect(client.state == .stopped)
+        gate.signal()
+        #expect(returned.wait(count: 1) == [true])
+        // Its late answer is ignored: no socket, still stopped.
+        Thread.sleep(forTimeInterval: 0.2)
         #expect(service.sockets.isEmpty)
         #expect(client.state == .stopped)
     }
 
     @Test func closeWhileTheCredentialIsSlow() throws {
         let service = FakeService()
+        let entered = DispatchSemaphore(value: 0)
+        let gate = DispatchSemaphore(value: 0)
+        let returned = Collector<Bool>()
         let client = service.makeClient(credential: {
-            Thread.sleep(forTimeInterval: 0.3)
+            entered.signal()
+            _ = gate.wait(timeout: .now() + 60)
+            returned.append(true)
             return URL(string: "ws://fake/client/hubs/h?access_token=t")!
         })
         let opened = Collector<Result<Void, WebPubSubError>>()
         client.open { opened.append($0) }
-        Thread.sleep(forTimeInterval: 0.05)
+        #expect(entered.wait(timeout: .now() + 10) == .success)
         client.close()
         let r = opened.wait(count: 1)
         if case .failure(let e)? = r.first { #expect(e.code == .openFailed) } else { Issue.record("open did not fail") }
-        Thread.sleep(forTimeInterval: 0.4)
+        gate.signal()
+        #expect(returned.wait(count: 1) == [true])
+        // The credential's late answer is ignored: no socket, still stopped.
+        Thread.sleep(forTimeInterval: 0.2)
         #expect(service.sockets.isEmpty)
         #expect(client.state == .stopped)
     }

@@ -152,7 +152,7 @@ struct EmulatorClientTests {
             #expect(error.code == .ackTimeout)
             #expect(error.ackID == 55)
         }
-        #expect(Date().timeIntervalSince(started) < 2)
+        #expect(Date().timeIntervalSince(started) < 10)  // generous: the default ack timeout is 30 s
     }
 
     @Test func retriesReuseTheAckIDAndFanOutOnce() throws {
@@ -278,7 +278,7 @@ struct EmulatorClientTests {
         try other.open()
         defer { other.close() }
         #expect(eventually { client.joinedGroupNames == ["a", "b"] })
-        Thread.sleep(forTimeInterval: 0.2)  // let the rejoin acks land
+        #expect(eventually { (try? emu.groups(of: ids[1])) == ["a", "b"] })  // the rejoins landed
         try other.sendToGroup("a", .text("to a"))
         try other.sendToGroup("b", .text("to b"))
         #expect(got.wait(count: 2).map(\.content) == [.text("to a"), .text("to b")])
@@ -334,7 +334,7 @@ struct EmulatorClientTests {
         #expect(eventually { client.state == .recovering })
         let started = Date()
         client.close()
-        #expect(Date().timeIntervalSince(started) < 2)
+        #expect(Date().timeIntervalSince(started) < 6)  // generous: recovery would go on for 30 s
         #expect(events.wait(count: 2) == ["disconnected", "stopped"])
         #expect(client.state == .stopped)
     }

@@ -120,6 +120,14 @@ final class EmulatorFixture: @unchecked Sendable {  // immutable after init; the
 
     func stat(_ name: String) throws -> Int { (try stats()[name] as? Int) ?? -1 }
 
+    /// The groups the emulator has `connectionID` in (from `/_emulator/connections`), sorted.
+    func groups(of connectionID: String) throws -> [String] {
+        let r = try http("GET", "/_emulator/connections")
+        let list = (try JSONSerialization.jsonObject(with: Data(r.body.utf8)) as? [[String: Any]]) ?? []
+        let entry = list.first { $0["connectionId"] as? String == connectionID }
+        return ((entry?["groups"] as? [String]) ?? []).sorted()
+    }
+
     /// A data-plane REST call, signed with the access key.
     @discardableResult
     func rest(_ method: String, _ path: String, body: String? = nil, contentType: String = "text/plain") throws -> HTTPResponse {
