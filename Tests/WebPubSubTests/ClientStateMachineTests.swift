@@ -341,7 +341,10 @@ struct ClientStateMachineTests {
 extension ClientStateMachineTests {
     @Test func operationsWaitThroughARecovery() throws {
         let service = FakeService()
-        let client = service.makeClient { $0.recoveryRetryInterval = 0.2 }
+        let client = service.makeClient {
+            $0.recoveryRetryInterval = 0.2
+            $0.recoveryTimeout = 10  // ample: the fourth attempt (about 0.6 s in) must fall inside it
+        }
         try client.open()
         defer { client.close() }
         // The service refuses the first recovery attempts (socket never opens), then accepts.

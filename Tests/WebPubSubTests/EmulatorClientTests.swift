@@ -157,7 +157,7 @@ struct EmulatorClientTests {
 
     @Test func retriesReuseTheAckIDAndFanOutOnce() throws {
         let emu = try EmulatorFixture()
-        let publisher = emu.client(userID: "pub") { $0.ackTimeout = 0.3 }
+        let publisher = emu.client(userID: "pub") { $0.ackTimeout = 1 }
         let receiver = emu.client(userID: "sub")
         let got = Collector<GroupMessageEvent>()
         receiver.subscribe(.groupMessage) { got.append($0) }
@@ -363,7 +363,7 @@ struct EmulatorClientTests {
         let emu = try EmulatorFixture()
         let client = emu.client {
             $0.keepAliveInterval = 0.2
-            $0.keepAliveTimeout = 1.0
+            $0.keepAliveTimeout = 2.0
         }
         let got = Collector<GroupMessageEvent>()
         client.subscribe(.groupMessage) { got.append($0) }
@@ -372,11 +372,11 @@ struct EmulatorClientTests {
         try client.joinGroup("g")
         let id = try #require(client.connectionID)
         // Idle but alive: pings are answered, nothing is dropped.
-        Thread.sleep(forTimeInterval: 1.5)
+        Thread.sleep(forTimeInterval: 2.5)
         #expect(client.socketsOpened == 1)
         // Silent: the keepalive notices and recovers the same session.
         try emu.hook(id, "pause")
-        #expect(eventually(timeout: 5) { client.socketsOpened == 2 && client.isConnected })
+        #expect(eventually(timeout: 15) { client.socketsOpened == 2 && client.isConnected })
         #expect(client.connectionID == id)
         let other = emu.client(userID: "other")
         try other.open()

@@ -268,10 +268,10 @@ struct RealPeerTests {
         let (peer, port) = try startPeer("echo")
         defer { peer.stop() }
         var config = WebSocketConfiguration()
-        config.keepAlive = .init(interval: 0.1, timeout: 0.5)
+        config.keepAlive = .init(interval: 0.1, timeout: 1)
         let (c, r) = startConnection("ws://127.0.0.1:\(port)/", configuration: config)
         #expect(r.waitForOpen())
-        Thread.sleep(forTimeInterval: 1.2)
+        Thread.sleep(forTimeInterval: 1.5)
         #expect(r.report == nil)
         #expect(r.events.contains { if case .pong = $0 { return true } else { return false } })
         c.close()
