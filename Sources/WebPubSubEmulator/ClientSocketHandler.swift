@@ -112,6 +112,22 @@ final class ClientSocketHandler: ChannelInboundHandler {
         context.fireUserInboundEventTriggered(event)
     }
 
+    /// More than ``WebPubSubEmulator/Configuration/outboundBufferLimit`` bytes wait for a peer that does not
+    /// read: close it with 1008 `SlowClient` rather than buffer without bound. The close frame queues behind
+    /// what the peer never read, so the socket is closed after a grace period whether or not it gets through.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        defer { context.fireChannelWritabilityChanged() }
+        guard !context.channel.isWritable, let session, !closing else { return }
+        let waiting = (try? context.channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)) ?? 0
+        state.logger.warning("slow client; closing connection",
+                             metadata: ["connectionId": "\(session.id)", "bufferedBytes": "\(waiting)"])
+        closing = true
+        state.countSlowClient()
+        state.mutate { fx in state.close(session, code: .policyViolation, reason: "SlowClient", &fx) }
+        let channel = context.channel
+        channel.eventLoop.scheduleTask(in: .seconds(2)) { Outbox.abort(channel) }
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         if let session { state.detached(session, channel: context.channel, clientClosed: clientCloseCode) }
         context.fireChannelInactive()

@@ -63,6 +63,11 @@ extension WebPubSubEmulator {
         public var ackMemoryCapacity: Int = 1000
         /// Timeout of upstream event-handler calls.
         public var eventHandlerTimeout: TimeInterval = 30
+        /// Bytes that may wait in the emulator for one client socket (written by the service, not yet taken by
+        /// the peer's TCP stack). A client that lets more pile up is a slow client: the service closes it with
+        /// 1008 (`SlowClient`) instead of buffering without bound. Reliable sessions usually hit their
+        /// 1,000-message buffer first; this bounds the plain JSON and raw protocols.
+        public var outboundBufferLimit: Int = 16 << 20
         /// Interval of WebSocket ping frames sent to clients (the service: 20 s); nil sends none.
         public var keepAliveInterval: TimeInterval? = 20
         /// Event-loop threads; 0 uses the number of cores. The default is one: every socket on one loop, so a

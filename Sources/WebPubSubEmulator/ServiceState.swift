@@ -16,6 +16,7 @@ struct Stats {
     var connectionsOpened = 0
     var recoveries = 0
     var badRequests = 0
+    var slowClients = 0
 }
 
 /// Work collected while the lock is held: socket operations (submitted before unlocking, to keep order) and
@@ -698,7 +699,7 @@ final class ServiceState: @unchecked Sendable {
             "messagesOut":\(stats.messagesOut),"groupMessagesPublished":\(stats.groupMessagesPublished),\
             "bytesOut":\(stats.bytesOut),"acksSent":\(stats.acksSent),"restRequests":\(stats.restRequests),\
             "upstreamRequests":\(stats.upstreamRequests),"connectionsOpened":\(stats.connectionsOpened),\
-            "recoveries":\(stats.recoveries),"badRequests":\(stats.badRequests)}
+            "recoveries":\(stats.recoveries),"badRequests":\(stats.badRequests),"slowClients":\(stats.slowClients)}
             """
         }
     }
@@ -717,5 +718,6 @@ final class ServiceState: @unchecked Sendable {
     }
 
     func countBadRequest() { lock.withLock { stats.badRequests += 1 } }
+    func countSlowClient() { lock.withLock { stats.slowClients += 1 } }
     func countREST() { lock.withLock { stats.restRequests += 1 } }
 }

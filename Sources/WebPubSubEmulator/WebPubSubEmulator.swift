@@ -316,16 +316,25 @@ extension WebPubSubEmulator {
                                 reliableLimits: configuration.reliableBufferLimits)
                 s.connectionState = plan.connectionState
                 s.rawSendGroup = plan.rawSendGroup
+                try boundOutboundBuffer(channel)
                 try channel.pipeline.syncOperations.addHandler(
                     ClientSocketHandler(state: state, session: s, maxMessageSize: configuration.maxMessageSize))
                 state.open(s, channel: channel, initialGroups: plan.groups)
             case .recover(let id, let token, let hub, _):
                 let s = state.recover(connectionID: id, reconnectionToken: token, hub: hub, channel: channel)
+                try boundOutboundBuffer(channel)
                 try channel.pipeline.syncOperations.addHandler(
                     ClientSocketHandler(state: state, session: s, maxMessageSize: configuration.maxMessageSize))
             case .none, .reject:
                 channel.close(promise: nil)
             }
         }
+    }
+
+    /// The channel turns unwritable when more than ``Configuration/outboundBufferLimit`` bytes wait for the
+    /// peer; ``ClientSocketHandler`` then closes it as a slow client.
+    private func boundOutboundBuffer(_ channel: any Channel) throws {
+        let high = max(configuration.outboundBufferLimit, 2)
+        try channel.syncOptions?.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: high / 2, high: high))
     }
 }

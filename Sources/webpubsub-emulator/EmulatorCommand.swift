@@ -32,8 +32,12 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("reliable-buffer-messages"),
             help: "Unacknowledged messages a reliable connection may hold before it is closed with 1008 (the service: 1000).")
     var reliableBufferMessages = 1000
+    @Option(name: .customLong("outbound-buffer-bytes"),
+            help: "Bytes that may wait for a client that does not read before it is closed with 1008 SlowClient.")
+    var outboundBufferBytes = 16 << 20
 
     func validate() throws {
+        guard outboundBufferBytes >= 1024 else { throw ValidationError("--outbound-buffer-bytes must be at least 1024.") }
         guard accessKey.utf8.count >= 32, !accessKey.contains(";"), !accessKey.contains(where: { $0.isASCII && $0.asciiValue! < 32 }) else {
             throw ValidationError("--access-key must be at least 32 bytes, without ';' or control characters.")
         }
@@ -54,6 +58,7 @@ struct Serve: ParsableCommand {
         config.recoveryWindow = recoveryWindow
         config.threads = threads
         config.reliableBufferLimits.maxMessages = reliableBufferMessages
+        config.outboundBufferLimit = outboundBufferBytes
         let emulator = WebPubSubEmulator(configuration: config)
         try emulator.start()
 

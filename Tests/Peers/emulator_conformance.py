@@ -867,6 +867,60 @@ def s_recovery_window():
             expect_close(ws3, 1008)
 
 
+def s_slow_client():
+    """Run against an emulator whose outbound buffer limit is 1 MiB: a JSON client that stops reading is closed
+    as a slow client instead of being buffered for without bound, and a reader in the same group gets everything."""
+    import os
+    import socket
+    import urllib.parse
+    hub = "slow" + uuid.uuid4().hex[:6]
+    before = stats()
+    # The slow client: a real upgrade on a raw TCP socket with a tiny receive buffer, then no more reads.
+    url = urllib.parse.urlsplit(url_for(hub, user_id="slow", groups=["g"]))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    sock.connect((url.hostname, url.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                  f"Sec-WebSocket-Protocol: {JSONP}\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        check(chunk, "the emulator closed the upgrade")
+        head += chunk
+    check(head.startswith(b"HTTP/1.1 101"), f"upgrade answered {head[:40]!r}")
+    slow_ids = [c["connectionId"] for c in hook("connections", "GET") if c["hub"] == hub]
+    check(len(slow_ids) == 1, f"connections {slow_ids}")
+    # A healthy reader in the same group.
+    received = []
+    with raw_ws(hub, JSONP, user_id="fast", groups=["g"]) as ws:
+        recv_json(ws)  # connected
+
+        def read():
+            try:
+                while len(received) < count:
+                    m = json.loads(ws.recv(timeout=30))
+                    if m.get("type") == "message":
+                        received.append(len(m["data"]))
+            except Exception:  # noqa: BLE001
+                pass
+        count = 160
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        svc = service(hub)
+        payload = "x" * 131072  # 160 × 128 KiB = 20 MiB: far past the limit plus what the kernels buffer
+        for _ in range(count):
+            svc.send_to_group("g", payload, content_type="text/plain")
+        wait_until(lambda: not any(c["connectionId"] == slow_ids[0] for c in hook("connections", "GET")),
+                   timeout=20, what="the slow client to be closed")
+        reader.join(timeout=30)
+        check(len(received) == count and set(received) == {131072}, f"the healthy reader got {len(received)} of {count}")
+    check(stats()["slowClients"] - before["slowClients"] == 1, "slowClients counter")
+    sock.close()
+
+
 SCENARIOS = {name[2:]: fn for name, fn in globals().items() if name.startswith("s_")}
 UPSTREAM = ""
 

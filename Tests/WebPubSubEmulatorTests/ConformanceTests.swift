@@ -33,6 +33,15 @@ import TestSupport
         #expect(expectPass(output, ["recovery_window"]), "\(output.joined(separator: "\n"))")
     }
 
+    @Test func aClientThatStopsReadingIsClosedAsASlowClient() throws {
+        let recorder = LogCapture()
+        let output = try withEmulator(recorder: recorder, configure: { $0.outboundBufferLimit = 1 << 20 }) {
+            try runScenarios($0.connectionString, ["slow_client"])
+        }
+        #expect(expectPass(output, ["slow_client"]), "\(output.joined(separator: "\n"))")
+        #expect(recorder.contains("slow client; closing connection"))
+    }
+
     @Test func upstreamEventsThroughARealHTTPHandler() throws {
         let upstream = try PeerProcess.python("upstream_server.py", [WebPubSubEmulator.defaultAccessKey])
         defer { upstream.stop() }
