@@ -7,7 +7,7 @@ BIN        := .build/debug
 # The Swift tests find the Python peers through this variable.
 export WPS_PYTHON := $(PY)
 
-.PHONY: all build venv test test-swift test-tsan demo chaos soak emulator emulator-load conformance conformance-ci bench clean
+.PHONY: all build venv test test-swift test-tsan leaks demo chaos soak emulator emulator-load conformance conformance-ci bench clean
 
 all: build
 
@@ -35,6 +35,19 @@ test-swift: venv
 ## The client tests under the thread sanitizer.
 test-tsan: venv
 	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --filter WebPubSubTests
+
+## Leaks and memory errors: 30 s of the chaos demo (client and emulator) and the TLS tests under
+## AddressSanitizer and LeakSanitizer; fails on any report not suppressed in Tests/lsan.supp (toolchain leaks).
+leaks: venv
+	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
+	export ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/lsan.supp; \
+	.build-asan/debug/webpubsub-demo --emulator .build-asan/debug/webpubsub-emulator --chaos 30 --interval 2 \
+	  > .build-asan/leaks.log 2>&1; demo=$$?; \
+	$(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan --filter TLS >> .build-asan/leaks.log 2>&1; tests=$$?; \
+	grep -E "RESULT|chaos over|passed after|failed after|Sanitizer|leak of" .build-asan/leaks.log; \
+	if grep -q "ERROR: .*Sanitizer" .build-asan/leaks.log || [ $$demo -ne 0 ] || [ $$tests -ne 0 ]; then \
+	  echo "leaks: FAILED (demo exit $$demo, tests exit $$tests; full log .build-asan/leaks.log)"; exit 1; fi; \
+	echo "leaks: no leak or memory error in the demo, the emulator or the TLS tests"
 
 ## The main job: the local emulator and a real client session against it.
 demo:
@@ -78,4 +91,4 @@ bench: venv
 	.build/release/webpubsub-bench --emulator .build/release/webpubsub-emulator --python $(PY)
 
 clean:
-	rm -rf .build .build-tsan $(VENV)
+	rm -rf .build .build-tsan .build-asan $(VENV)
