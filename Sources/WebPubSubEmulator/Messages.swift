@@ -224,15 +224,20 @@ public enum Downstream {
         append(#"{"type":"ack","ackId":"#, &o)
         o.append(contentsOf: Array(String(ackID).utf8))
         if let error {
-            append(#","success":false,"error":{"name":"#, &o)
-            JSONScanner.appendString(error.name, to: &o)
-            append(#","message":"#, &o)
-            JSONScanner.appendString(error.message, to: &o)
-            append("}}", &o)
+            appendFailure(error, &o)
         } else {
             append(#","success":true}"#, &o)
         }
         return o
+    }
+
+    /// `,"success":false,"error":{"name":…,"message":…}}`: the end of a failed ack or invokeResponse.
+    private static func appendFailure(_ error: (name: String, message: String), _ o: inout [UInt8]) {
+        append(#","success":false,"error":{"name":"#, &o)
+        JSONScanner.appendString(error.name, to: &o)
+        append(#","message":"#, &o)
+        JSONScanner.appendString(error.message, to: &o)
+        append("}}", &o)
     }
 
     /// `invokeResponse`: success with optional data, or failure with an error.
@@ -243,11 +248,7 @@ public enum Downstream {
         append(#"{"type":"invokeResponse","invocationId":"#, &o)
         JSONScanner.appendString(invocationID, to: &o)
         if let error {
-            append(#","success":false,"error":{"name":"#, &o)
-            JSONScanner.appendString(error.name, to: &o)
-            append(#","message":"#, &o)
-            JSONScanner.appendString(error.message, to: &o)
-            append("}}", &o)
+            appendFailure(error, &o)
             return o
         }
         append(#","success":true"#, &o)

@@ -159,14 +159,19 @@ final class Upstream: Sendable {
             }
     }
 
-    /// Non-blocking system events (`connected`, `disconnected`): failures are only logged.
-    func systemEvent(_ name: String, session s: Session, body: [UInt8]) {
-        guard let h = handler(hub: s.hub, systemEvent: name) else { return }
-        let (ceID, connState): (Int, String?) = state.lock.withLock {
+    /// The session's next CloudEvent id and its connection state, read under the state lock.
+    private func nextCloudEvent(_ s: Session) -> (id: Int, connectionState: String?) {
+        state.lock.withLock {
             let id = s.cloudEventCounter
             s.cloudEventCounter += 1
             return (id, s.connectionState)
         }
+    }
+
+    /// Non-blocking system events (`connected`, `disconnected`): failures are only logged.
+    func systemEvent(_ name: String, session s: Session, body: [UInt8]) {
+        guard let h = handler(hub: s.hub, systemEvent: name) else { return }
+        let (ceID, connState) = nextCloudEvent(s)
         post(template: h.urlTemplate, hub: s.hub, eventName: name, type: "azure.webpubsub.sys.\(name)",
              connectionID: s.id, userID: s.userID, subprotocol: s.kind == .raw ? nil : s.kind.rawValue,
              state: connState, ceID: ceID, contentType: "application/json", body: body)
@@ -185,11 +190,7 @@ final class Upstream: Sendable {
     func userEvent(_ name: String, session s: Session, data: MessageData, ackID: UInt64?, invocationID: String? = nil) {
         guard let h = handler(hub: s.hub, userEvent: name) else { return }
         let state = self.state
-        let (ceID, connState): (Int, String?) = state.lock.withLock {
-            let id = s.cloudEventCounter
-            s.cloudEventCounter += 1
-            return (id, s.connectionState)
-        }
+        let (ceID, connState) = nextCloudEvent(s)
         post(template: h.urlTemplate, hub: s.hub, eventName: name, type: "azure.webpubsub.user.\(name)",
              connectionID: s.id, userID: s.userID, subprotocol: s.kind == .raw ? nil : s.kind.rawValue,
              state: connState, ceID: ceID, contentType: data.contentType, body: data.decodedBytes)

@@ -174,6 +174,21 @@ def recv_json(ws, timeout=5):
     return json.loads(ws.recv(timeout=timeout))
 
 
+def recovery_url(hub, connection_id, reconnection_token):
+    """The URL a reliable client reconnects to in order to recover `connection_id`."""
+    return url_for(hub) + f"&awps_connection_id={connection_id}&awps_reconnection_token={reconnection_token}"
+
+
+def drop_raw(ws, connection_id, timeout):
+    """Drops `connection_id` through the hook and waits (at most `timeout`) until the raw socket sees it."""
+    hook(f"connections/{connection_id}/drop")
+    try:
+        ws.recv(timeout=timeout)
+    except (ConnectionClosed, TimeoutError):
+        pass
+    ws.close()
+
+
 def expect_close(ws, code, timeout=5):
     deadline = time.time() + timeout
     try:
@@ -365,7 +380,7 @@ def s_kick():
         d = recv_json(ws)
         check(d == {"type": "system", "event": "disconnected", "message": "bye"}, f"disconnected {d}")
         expect_close(ws, 1000)
-    rec = url_for(hub) + f"&awps_connection_id={c['connectionId']}&awps_reconnection_token={c['reconnectionToken']}"
+    rec = recovery_url(hub, c["connectionId"], c["reconnectionToken"])
     with ws_connect(rec, subprotocols=[RELIABLE], open_timeout=5) as ws:
         expect_close(ws, 1008)
 
@@ -382,14 +397,9 @@ def s_reliable_raw():
     check([m["sequenceId"] for m in got] == [1, 2, 3, 4], f"ids {got}")
     ws.send(json.dumps({"type": "sequenceAck", "sequenceId": 2}))
     wait_until(lambda: unacked(c["connectionId"]) == 2, what="the sequenceAck to land")
-    hook(f"connections/{c['connectionId']}/drop")
-    try:
-        ws.recv(timeout=3)
-    except (ConnectionClosed, TimeoutError):
-        pass
-    ws.close()
+    drop_raw(ws, c["connectionId"], timeout=3)
     svc.send_to_group("g", "x4", content_type="text/plain")
-    rec = url_for(hub) + f"&awps_connection_id={c['connectionId']}&awps_reconnection_token={c['reconnectionToken']}"
+    rec = recovery_url(hub, c["connectionId"], c["reconnectionToken"])
     with ws_connect(rec, subprotocols=[RELIABLE], open_timeout=5) as ws2:
         again = recv_json(ws2)
         check(again["event"] == "connected" and again["connectionId"] == c["connectionId"], f"reconnected {again}")
@@ -846,23 +856,18 @@ def s_recovery_window():
     hub = "win" + uuid.uuid4().hex[:6]
     ws = raw_ws(hub, RELIABLE, groups=["g"])
     c = recv_json(ws)
-    hook(f"connections/{c['connectionId']}/drop")
-    try:
-        ws.recv(timeout=2)
-    except (ConnectionClosed, TimeoutError):
-        pass
-    ws.close()
+    drop_raw(ws, c["connectionId"], timeout=2)
     check(service(hub).connection_exists(c["connectionId"]), "session gone before the window ended")
     check(service(hub).group_exists("g"), "groups dropped during the window")
     wait_until(lambda: not service(hub).connection_exists(c["connectionId"]), timeout=15, what="the session to end with the window")
     check(not service(hub).group_exists("g"), "group kept after the window")
-    rec = url_for(hub) + f"&awps_connection_id={c['connectionId']}&awps_reconnection_token={c['reconnectionToken']}"
+    rec = recovery_url(hub, c["connectionId"], c["reconnectionToken"])
     with ws_connect(rec, subprotocols=[RELIABLE], open_timeout=5) as ws2:
         expect_close(ws2, 1008)
     # A forged reconnection token for a live session is refused too.
     with raw_ws(hub, RELIABLE) as live:
         c2 = recv_json(live)
-        forged = url_for(hub) + f"&awps_connection_id={c2['connectionId']}&awps_reconnection_token={c['reconnectionToken']}"
+        forged = recovery_url(hub, c2["connectionId"], c["reconnectionToken"])
         with ws_connect(forged, subprotocols=[RELIABLE], open_timeout=5) as ws3:
             expect_close(ws3, 1008)
 
