@@ -75,8 +75,9 @@ final class CallbackRegistry: @unchecked Sendable {  // `entries` and `nextID` a
         return entries[kind]?.count ?? 0
     }
 
-    /// Queues `event` for every handler of `type`, behind everything queued before.
-    func emit<Event>(_ type: CallbackType<Event>, _ event: Event) {
+    /// Queues `event` for every handler of `type`, behind everything queued before; `then` runs on
+    /// the callback queue after the handlers.
+    func emit<Event>(_ type: CallbackType<Event>, _ event: Event, then: (@Sendable () -> Void)? = nil) {
         let kind = type.kind
         callbackQueue.async { [self] in
             lock.lock()
@@ -85,6 +86,7 @@ final class CallbackRegistry: @unchecked Sendable {  // `entries` and `nextID` a
             for entry in snapshot where isRegistered(entry.id, kind) {
                 entry.handler(event)
             }
+            then?()
         }
     }
 

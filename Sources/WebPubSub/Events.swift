@@ -14,6 +14,28 @@ public struct DisconnectedEvent: Sendable, Hashable {
     public var connectionID: String?
     /// The `message` of the service's last `disconnected` message on that connection, if any.
     public var message: String?
+    /// The close code of the socket that ended the connection (1006 when it was lost without a
+    /// close frame; 1000 after ``WebPubSubClient/close()``), when a socket had opened.
+    public var closeCode: UInt16?
+    /// The close reason the peer sent with ``closeCode``, if any.
+    public var closeReason: String?
+}
+
+/// The argument of ``CallbackType/recovering``: the socket of a reliable connection was lost and the
+/// client is recovering the same connection (nothing is lost; ``CallbackType/connected`` will not fire).
+public struct RecoveringEvent: Sendable, Hashable {
+    /// The id of the connection being recovered.
+    public var connectionID: String
+    /// The close code of the lost socket (1006 when lost without a close frame).
+    public var closeCode: UInt16
+    /// The close reason, if the peer sent one.
+    public var closeReason: String
+}
+
+/// The argument of ``CallbackType/recovered``: the connection is back on a new socket, same id.
+public struct RecoveredEvent: Sendable, Hashable {
+    /// The id of the recovered connection.
+    public var connectionID: String
 }
 
 /// The argument of ``CallbackType/stopped``: the client stopped (closed, or gave up reconnecting).
@@ -49,7 +71,7 @@ public struct RejoinGroupFailedEvent: Sendable, Hashable {
 
 /// The event kinds, without their argument types.
 enum CallbackKind: Int, Sendable, Hashable, CaseIterable {
-    case connected, disconnected, stopped, serverMessage, groupMessage, rejoinGroupFailed
+    case connected, disconnected, stopped, serverMessage, groupMessage, rejoinGroupFailed, recovering, recovered
 }
 
 /// A kind of client event; its type parameter is the type of the handler's argument, so
@@ -89,6 +111,16 @@ extension CallbackType where Event == GroupMessageEvent {
 extension CallbackType where Event == RejoinGroupFailedEvent {
     /// Rejoining a group on a new connection failed.
     public static var rejoinGroupFailed: Self { .make(.rejoinGroupFailed) }
+}
+
+extension CallbackType where Event == RecoveringEvent {
+    /// The reliable connection's socket was lost; the client is recovering the same connection.
+    public static var recovering: Self { .make(.recovering) }
+}
+
+extension CallbackType where Event == RecoveredEvent {
+    /// The reliable connection was recovered on a new socket.
+    public static var recovered: Self { .make(.recovered) }
 }
 
 /// A registration made with ``WebPubSubClient/subscribe(_:_:)``; pass it to

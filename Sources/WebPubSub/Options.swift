@@ -26,8 +26,15 @@ public struct WebPubSubClientOptions: Sendable {
     public var autoReconnect: Bool = true
     /// Whether to join again, on a new connection, the groups this client joined. Default true.
     public var autoRejoinGroups: Bool = true
-    /// Delays between reconnect attempts; default 3 retries, exponential from 0.8 s, at most 120 s.
-    public var reconnectRetryPolicy: RetryPolicy = RetryPolicy()
+    /// Delays between new connection attempts after a connection was lost for good or an attempt
+    /// failed. Default ``RetryPolicy/reconnectDefault``: unlimited, exponential from 0.8 s, at most
+    /// 30 s, with jitter. Every attempt is paced, also when the previous connection died right
+    /// after it opened; the first attempt after a connection that stayed up for
+    /// ``backoffResetInterval`` is immediate. With a finite policy the client stops (``CallbackType/stopped``)
+    /// when it runs out.
+    public var reconnectRetryPolicy: RetryPolicy = .reconnectDefault
+    /// A connection that stayed up this long resets the reconnect and recovery backoff, in seconds. Default 30.
+    public var backoffResetInterval: TimeInterval = 30
     /// Delays between attempts of an operation after a transient failure (same ack id every time);
     /// default 3 retries, exponential from 0.8 s, at most 120 s.
     public var messageRetryPolicy: RetryPolicy = RetryPolicy()
@@ -37,7 +44,8 @@ public struct WebPubSubClientOptions: Sendable {
     public var startTimeout: TimeInterval = 30
     /// How long to keep trying to recover a lost reliable connection, in seconds. Default 30 (the service's window).
     public var recoveryTimeout: TimeInterval = 30
-    /// The pause between recovery attempts, in seconds (the first attempt is immediate). Default 1.
+    /// The pause between recovery attempts, in seconds. The first attempt is immediate unless the
+    /// connection had not stayed up for ``backoffResetInterval``. Default 1.
     public var recoveryRetryInterval: TimeInterval = 1
     /// How often to acknowledge received sequence ids when they changed, in seconds. Default 1.
     public var sequenceAckInterval: TimeInterval = 1
@@ -58,6 +66,16 @@ public struct WebPubSubClientOptions: Sendable {
     public var tls: WebPubSubTLSConfiguration = .init()
     /// The largest incoming message accepted, in bytes. Default 1 MiB.
     public var maximumMessageSize: Int = 1 << 20
+    /// The largest outgoing message, in bytes of its encoded frame. Default 1 MiB, the service's limit
+    /// (it closes a connection that sends more). A larger operation fails at once with
+    /// ``WebPubSubError/Code/messageTooLarge``, and the connection is untouched.
+    public var maximumOutgoingMessageSize: Int = 1 << 20
+    /// Backpressure: when this many received messages wait for their callbacks, the client stops
+    /// reading the socket until half of them ran. Default 10,000.
+    public var maximumPendingCallbackMessages: Int = 10_000
+    /// Backpressure: when received messages of this many bytes (of content) wait for their callbacks,
+    /// the client stops reading the socket until half of them ran. Default 16 MiB.
+    public var maximumPendingCallbackBytes: Int = 16 << 20
 
     /// Creates options with the defaults.
     public init() {}

@@ -1,3 +1,5 @@
+import WebSocket
+
 //===----------------------------------------------------------------------===//
 // The one public error type of the client: a struct wrapping a private enum
 // (the swift-certificates pattern), so new cases never break callers.
@@ -9,13 +11,19 @@
 /// time-outs and lost connections, so a caller can retry with the same id and let the
 /// service de-duplicate. When the service refused an operation, ``errorName`` and
 /// ``errorMessage`` hold what its `ack` said (for example `"Forbidden"`).
+///
+/// Errors compare and hash by ``code`` alone, so a test or a mock can build one with
+/// ``init(_:message:ackID:)`` and compare. A failure of the transport keeps its typed cause:
+/// ``webSocketError`` (HTTP status, headers and body of a rejected upgrade, OpenSSL's verification
+/// result, the `errno`), and ``underlyingError`` for a credential that threw.
 public struct WebPubSubError: Error, Sendable, Hashable, CustomStringConvertible {
     /// What went wrong, to switch on.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         fileprivate enum Base: Hashable, Sendable {
             case invalidArgument, invalidContent, clientClosed, notConnected, alreadyOpen, openFailed
             case serviceError, ackTimeout, connectionLost, stopped, ackIDInUse
-            case invocationFailed, invocationTimedOut, invocationCancelled
+            case invocationFailed, invocationTimedOut, invocationCancelled, messageTooLarge, cancelled
+            case timedOut
         }
         fileprivate let base: Base
         fileprivate init(_ base: Base) { self.base = base }
@@ -49,6 +57,15 @@ public struct WebPubSubError: Error, Sendable, Hashable, CustomStringConvertible
         /// The invocation was cancelled with ``WebPubSubClient/cancelInvocation(_:)``.
         public static let invocationCancelled = Code(.invocationCancelled)
 
+        /// The encoded message is larger than ``WebPubSubClientOptions/maximumOutgoingMessageSize``
+        /// (the service closes a connection that sends more than 1 MiB). Nothing was sent; not transient.
+        public static let messageTooLarge = Code(.messageTooLarge)
+        /// The operation was cancelled (its task was cancelled, or its ``OperationHandle`` was).
+        /// If it had been sent, the service may still carry it out; retrying with the same ack id is safe.
+        public static let cancelled = Code(.cancelled)
+        /// The operation's own deadline (`timeout:`) passed before the service acknowledged it.
+        public static let timedOut = Code(.timedOut)
+
         /// The code's name.
         public var description: String { String(describing: base) }
     }
@@ -65,10 +82,22 @@ public struct WebPubSubError: Error, Sendable, Hashable, CustomStringConvertible
     public let errorName: String?
     /// The error message the service sent, when it sent one.
     public let errorMessage: String?
+    /// The transport's typed error, when the socket failed (for `.openFailed` and `.connectionLost`):
+    /// for a rejected upgrade its `httpStatus`, `httpHeaders` and `httpBodyText`; for TLS its
+    /// `verifyResult`; for DNS and TCP its `errno`.
+    public let webSocketError: WebSocketError?
+    /// The error a credential threw, for `.openFailed`.
+    public let underlyingError: (any Error & Sendable)?
+
+    /// Creates an error, for tests and mocks; it equals every error with the same ``code``.
+    public init(_ code: Code, message: String, ackID: UInt64? = nil) {
+        self.init(code, message, ackID: ackID)
+    }
 
     init(
         _ code: Code, _ message: String, ackID: UInt64? = nil, invocationID: String? = nil,
-        errorName: String? = nil, errorMessage: String? = nil
+        errorName: String? = nil, errorMessage: String? = nil, webSocketError: WebSocketError? = nil,
+        underlyingError: (any Error & Sendable)? = nil
     ) {
         self.code = code
         self.message = message
@@ -76,24 +105,37 @@ public struct WebPubSubError: Error, Sendable, Hashable, CustomStringConvertible
         self.invocationID = invocationID
         self.errorName = errorName
         self.errorMessage = errorMessage
+        self.webSocketError = webSocketError
+        self.underlyingError = underlyingError
     }
+
+    /// The HTTP status of a rejected upgrade (e.g. 401), when the service answered one.
+    public var httpStatus: Int? { webSocketError?.httpStatus }
+
+    /// Equal when the codes are equal (the message text and details do not count).
+    public static func == (lhs: WebPubSubError, rhs: WebPubSubError) -> Bool { lhs.code == rhs.code }
+
+    /// Hashes the code.
+    public func hash(into hasher: inout Hasher) { hasher.combine(code) }
 
     /// Whether retrying the same operation (with the same ack id) may succeed: ack time-outs,
     /// lost connections and the service's transient errors. Never `Forbidden` or bad arguments.
     public var isTransient: Bool {
         switch code.base {
         case .ackTimeout, .connectionLost: return true
-        case .serviceError: return WebPubSubError.transientServiceErrors.contains(errorName ?? "")
+        case .serviceError: return ProtocolRules.transientServiceErrors.contains(errorName ?? "")
         default: return false
         }
     }
 
-    /// Service error names that mean "try again with the same ack id".
-    static let transientServiceErrors: Set<String> = ["InternalServerError", "Timeout", "ServiceUnavailable"]
-
     func withAckID(_ id: UInt64?) -> WebPubSubError {
-        WebPubSubError(code, message, ackID: id ?? ackID, invocationID: invocationID,
-                       errorName: errorName, errorMessage: errorMessage)
+        WebPubSubError(code, message, ackID: id ?? ackID, invocationID: invocationID, errorName: errorName,
+                       errorMessage: errorMessage, webSocketError: webSocketError, underlyingError: underlyingError)
+    }
+
+    func withInvocationID(_ id: String) -> WebPubSubError {
+        WebPubSubError(code, message, ackID: ackID, invocationID: id, errorName: errorName,
+                       errorMessage: errorMessage, webSocketError: webSocketError, underlyingError: underlyingError)
     }
 
     /// The code, message, ack id and the service's error name.

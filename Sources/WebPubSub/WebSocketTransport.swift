@@ -41,8 +41,7 @@ final class WebSocketTransport: ClientTransport, @unchecked Sendable {  // immut
             onPong: { _ in },
             onClose: { report in
                 // Deferred: a close found while the client writes must not re-enter the client.
-                let error = report.error.map { "\($0)" }
-                queue.async { events.onClose(report.code.rawValue, report.reason, error) }
+                queue.async { events.onClose(report) }
             }))
     }
 
@@ -51,4 +50,8 @@ final class WebSocketTransport: ClientTransport, @unchecked Sendable {  // immut
     func close() { connection.close(code: .normalClosure, reason: "") }
 
     func abort() { connection.abort() }
+
+    func pauseReading() { connection.pauseReading() }
+
+    func resumeReading() { connection.resumeReading() }
 }

@@ -120,18 +120,24 @@ private final class CoalescingResolver: @unchecked Sendable {  // all fields gua
     }
 }
 
-/// A value behind a lock.
-final class LockedValue<Value>: @unchecked Sendable {  // `stored` guarded by `lock`
+/// A value behind a lock: the package's one locked box (the other modules use it too).
+package final class LockedValue<Value>: @unchecked Sendable {  // `stored` guarded by `lock`
     private let lock = NSLock()
     private var stored: Value
-    init(_ value: Value) { stored = value }
+    package init(_ value: Value) { stored = value }
+    /// Runs `body` on the value under the lock and returns its result.
+    package func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&stored)
+    }
     /// Changes the value under the lock (read-modify-write in one step).
-    func modify(_ body: (inout Value) -> Void) {
+    package func modify(_ body: (inout Value) -> Void) {
         lock.lock()
         body(&stored)
         lock.unlock()
     }
-    var value: Value {
+    package var value: Value {
         get {
             lock.lock()
             defer { lock.unlock() }

@@ -102,6 +102,9 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     private var readSource: (any DispatchSourceRead)?
     private var writeSource: (any DispatchSourceWrite)?
     private var writeSuspended = false
+    /// ``pauseReading()`` is in force (the read source is suspended while one is installed).
+    private var readingPaused = false
+    private var readSuspended = false
     private var tls: TLSSession?
     private var handshake: Handshake?
     private var responseBuffer: [UInt8] = []
@@ -245,6 +248,26 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         }
     }
 
+    /// Stops reading from the socket (inbound backpressure): nothing more is read or parsed until
+    /// ``resumeReading()``. Writes, pings and timers go on. The peer's data waits in the kernel, and
+    /// then at the peer. Idempotent.
+    public func pauseReading() {
+        // The read source is suspended at its next event once the connection is open (the upgrade
+        // is always read), see readable().
+        onQueue { self.readingPaused = true }
+    }
+
+    /// Reads again after ``pauseReading()``. Idempotent.
+    public func resumeReading() {
+        onQueue {
+            self.readingPaused = false
+            if let r = self.readSource, self.readSuspended {
+                self.readSuspended = false
+                r.resume()
+            }
+        }
+    }
+
     /// Outbound bytes accepted by ``send(_:)`` but not yet written to the socket (backpressure).
     /// With TLS, encrypted bytes are counted.
     public var bufferedAmount: Int { backlog.total }
@@ -361,7 +384,11 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
             w.cancel()
             if writeSuspended { w.resume() }
         }
-        readSource?.cancel()
+        if let r = readSource {
+            r.cancel()
+            if readSuspended { r.resume() }
+        }
+        readSuspended = false
         readSource = nil
         writeSource = nil
         writeSuspended = false
@@ -459,9 +486,16 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
             checkConnectResult()
             return
         }
+        if readingPaused, phase == .open || phase == .closing, let r = readSource {
+            if !readSuspended {
+                r.suspend()
+                readSuspended = true
+            }
+            return
+        }
         var budget = 16
         withUnsafeTemporaryAllocation(byteCount: 32 * 1024, alignment: 16) { buf in
-            while budget > 0 && phase != .closed && fd >= 0 {
+            while budget > 0 && phase != .closed && fd >= 0 && !(readingPaused && (phase == .open || phase == .closing)) {
                 budget -= 1
                 let n = recv(fd, buf.baseAddress, buf.count, 0)
                 if n > 0 {

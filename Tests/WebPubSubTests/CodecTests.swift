@@ -137,35 +137,37 @@ struct SequenceTrackerTests {
     @Test func dropsDuplicatesAndAcksWhenChanged() {
         var t = SequenceTracker()
         #expect(t.takeAck() == nil)
-        #expect(t.receive(1) == .init(deliver: true, ackNow: false))
-        #expect(t.receive(2).deliver)
-        #expect(t.receive(2) == .init(deliver: false, ackNow: false))
-        #expect(!t.receive(1).deliver)
+        #expect(t.receive(1) == .deliver(ackNow: false))
+        #expect(t.receive(2) == .deliver(ackNow: false))
+        #expect(t.receive(2) == .duplicate)
+        #expect(t.receive(1) == .duplicate)
         #expect(t.takeAck() == 2)
         #expect(t.takeAck() == nil)
         // A duplicate alone still asks for an ack (so the service stops resending).
-        #expect(!t.receive(2).deliver)
+        #expect(t.receive(2) == .duplicate)
         #expect(t.takeAck() == 2)
     }
 
     @Test func quickAckPastThreeHundred() {
         var t = SequenceTracker()
-        for i in 1...300 { #expect(!t.receive(UInt64(i)).ackNow) }
-        #expect(t.receive(301).ackNow)
+        for i in 1...300 { #expect(t.receive(UInt64(i)) == .deliver(ackNow: false)) }
+        #expect(t.receive(301) == .deliver(ackNow: true))
         #expect(t.takeAck() == 301)
-        #expect(!t.receive(601).ackNow)
-        #expect(t.receive(602).ackNow)
+        #expect(t.receive(601) == .deliver(ackNow: false))
+        #expect(t.receive(602) == .deliver(ackNow: true))
     }
 
-    @Test func failedAckIsRetried() {
+    @Test func anIDFarAheadIsAViolationAndChangesNothing() {
         var t = SequenceTracker()
-        _ = t.receive(5)
-        #expect(t.takeAck() == 5)
-        t.ackFailed()
-        #expect(t.takeAck() == 5)
+        #expect(t.receive(1) == .deliver(ackNow: false))
+        _ = t.takeAck()
+        #expect(t.receive(UInt64.max) == .violation)
+        #expect(t.receive(1 + SequenceTracker.maximumGap + 1) == .violation)
+        #expect(t.takeAck() == nil)  // a violation is never acked
+        #expect(t.receive(2) == .deliver(ackNow: false))  // later messages still arrive
+        #expect(t.receive(2 + SequenceTracker.maximumGap) == .deliver(ackNow: true))
         t.reset()
         #expect(t.lastSequenceID == 0)
-        #expect(t.receive(1).deliver)
     }
 }
 
@@ -195,6 +197,25 @@ struct RetryPolicyTests {
         #expect(RetryPolicy(delay: 0).delay(forRetry: 1) == 0)
         #expect(RetryPolicy.none.delay(forRetry: 1) == nil)
     }
+
+    @Test(arguments: [0.0, 0.25, 0.5, 0.999])
+    func jitterStaysWithinItsShare(random: Double) throws {
+        let p = RetryPolicy.reconnectDefault
+        for attempt in 1...12 {
+            let nominal = try #require(p.delay(forRetry: attempt))
+            let d = try #require(p.delay(forRetry: attempt, random: random))
+            #expect(d <= nominal && d >= nominal * (1 - p.jitter))
+        }
+        #expect(p.delay(forRetry: 100, random: random)! <= 30)
+    }
+
+    @Test func jitterSourceIsDeterministicAndInRange() {
+        var a = JitterSource(seed: 42), b = JitterSource(seed: 42)
+        for _ in 0..<1000 {
+            let x = a.next()
+            #expect(x == b.next() && x >= 0 && x < 1)
+        }
+    }
 }
 
 @Suite("Options and errors")
@@ -205,7 +226,9 @@ struct OptionsAndErrorsTests {
         #expect(o.protocolType.subprotocol == "json.reliable.webpubsub.azure.v1")
         #expect(WebPubSubProtocol.json.subprotocol == "json.webpubsub.azure.v1")
         #expect(o.autoReconnect && o.autoRejoinGroups)
-        #expect(o.reconnectRetryPolicy == RetryPolicy() && o.messageRetryPolicy == RetryPolicy())
+        #expect(o.reconnectRetryPolicy == .reconnectDefault && o.messageRetryPolicy == RetryPolicy())
+        #expect(o.reconnectRetryPolicy.isUnlimited && o.reconnectRetryPolicy.maxDelay == 30)
+        #expect(o.maximumOutgoingMessageSize == 1 << 20 && o.backoffResetInterval == 30)
         #expect(o.ackTimeout == 30 && o.startTimeout == 30)
         #expect(o.keepAliveInterval == 20 && o.keepAliveTimeout == 120)
         #expect(o.recoveryTimeout == 30 && o.recoveryRetryInterval == 1 && o.sequenceAckInterval == 1)
@@ -226,11 +249,11 @@ struct OptionsAndErrorsTests {
 
     @Test func urlsAreRedactedAndRecoveryURLIsEncoded() throws {
         let url = URL(string: "ws://127.0.0.1:8080/client/hubs/h?access_token=SECRET.abc")!
-        #expect(redacted(url) == "ws://127.0.0.1:8080/client/hubs/h?<redacted>")
-        let r = try #require(recoveryURL(from: url, connectionID: "c/1", reconnectionToken: "a+b=c"))
+        #expect(ProtocolRules.redacted(url) == "ws://127.0.0.1:8080/client/hubs/h?<redacted>")
+        let r = try #require(ProtocolRules.recoveryURL(from: url, connectionID: "c/1", reconnectionToken: "a+b=c"))
         #expect(r.absoluteString == "ws://127.0.0.1:8080/client/hubs/h?access_token=SECRET.abc&awps_connection_id=c%2F1&awps_reconnection_token=a%2Bb%3Dc")
         // Recovering twice replaces, not repeats, the parameters.
-        let r2 = try #require(recoveryURL(from: r, connectionID: "c2", reconnectionToken: "t2"))
+        let r2 = try #require(ProtocolRules.recoveryURL(from: r, connectionID: "c2", reconnectionToken: "t2"))
         #expect(r2.absoluteString == "ws://127.0.0.1:8080/client/hubs/h?access_token=SECRET.abc&awps_connection_id=c2&awps_reconnection_token=t2")
     }
 }

@@ -1,0 +1,155 @@
+import Dispatch
+import Foundation
+
+//===----------------------------------------------------------------------===//
+// The public calls: blocking and completion-handler forms. Each one hops to the
+// client's queue and hands a request to the state machine.
+//===----------------------------------------------------------------------===//
+
+extension WebPubSubClient {
+    // MARK: Open and close
+
+    /// Opens the connection and waits until the service's `connected` message arrived (so
+    /// ``connectionID`` is set), at most ``WebPubSubClientOptions/startTimeout``.
+    ///
+    /// The first open is not retried: on failure the client is stopped again.
+    /// - Throws: ``WebPubSubError`` `.alreadyOpen` unless the client is stopped; `.openFailed` (with
+    ///   ``WebPubSubError/webSocketError`` or ``WebPubSubError/underlyingError`` saying why).
+    public func open() throws(WebPubSubError) {
+        try blocking { client, done in client.startOpen(done) }
+    }
+
+    /// Opens the connection without blocking; `completion` runs on the callback queue.
+    public func open(completion: @escaping @Sendable (Result<Void, WebPubSubError>) -> Void) {
+        enqueue { client in client.startOpen { result in client.registry.run { completion(result) } } }
+    }
+
+    /// Closes the connection (close code 1000) and stops the client; `.disconnected` (when a
+    /// connection was up) and `.stopped` follow. Pending operations fail with `.stopped`.
+    ///
+    /// Blocks until the client is stopped (at most a few seconds: the close handshake is bounded);
+    /// callable from any thread, a callback included; idempotent. The client can be opened again.
+    public func close() {
+        blockingClose(timeout: 10)
+    }
+
+    /// Closes without blocking; `completion` runs on the callback queue once the client is stopped.
+    public func close(completion: @escaping @Sendable () -> Void) {
+        enqueue { client in client.startClose { client.registry.run(completion) } }
+    }
+
+    // MARK: Operations
+
+    private func perform(_ request: OperationRequest, ackID: UInt64?, fireAndForget: Bool = false) throws(WebPubSubError) -> WebPubSubResult {
+        try blocking { client, done in
+            client.startOperation(request, ackID: ackID, fireAndForget: fireAndForget, timeout: nil, done)
+        }
+    }
+
+    private func perform(_ request: OperationRequest, ackID: UInt64?, fireAndForget: Bool = false,
+                         completion: @escaping @Sendable (Result<WebPubSubResult, WebPubSubError>) -> Void) {
+        enqueue { client in
+            client.startOperation(request, ackID: ackID, fireAndForget: fireAndForget, timeout: nil) { result in
+                client.registry.run { completion(result) }
+            }
+        }
+    }
+
+    /// Joins `group` and waits for the service's ack. The group is rejoined on every new connection
+    /// (see ``WebPubSubClientOptions/autoRejoinGroups``).
+    ///
+    /// Transient failures are retried with the same ack id; `Duplicate` counts as success.
+    /// - Parameter ackID: the ack id to use; by default a fresh one.
+    /// - Returns: the ack id used and whether the service reported a duplicate.
+    /// - Throws: ``WebPubSubError`` (with the ack id and the service's error name).
+    @discardableResult
+    public func joinGroup(_ group: String, ackID: UInt64? = nil) throws(WebPubSubError) -> WebPubSubResult {
+        try perform(.joinGroup(group), ackID: ackID)
+    }
+
+    /// Joins `group` without blocking; `completion` runs on the callback queue.
+    public func joinGroup(_ group: String, ackID: UInt64? = nil,
+                          completion: @escaping @Sendable (Result<WebPubSubResult, WebPubSubError>) -> Void) {
+        perform(.joinGroup(group), ackID: ackID, completion: completion)
+    }
+
+    /// Leaves `group` and waits for the service's ack; the group is no longer rejoined.
+    /// - Throws: ``WebPubSubError``.
+    @discardableResult
+    public func leaveGroup(_ group: String, ackID: UInt64? = nil) throws(WebPubSubError) -> WebPubSubResult {
+        try perform(.leaveGroup(group), ackID: ackID)
+    }
+
+    /// Leaves `group` without blocking; `completion` runs on the callback queue.
+    public func leaveGroup(_ group: String, ackID: UInt64? = nil,
+                           completion: @escaping @Sendable (Result<WebPubSubResult, WebPubSubError>) -> Void) {
+        perform(.leaveGroup(group), ackID: ackID, completion: completion)
+    }
+
+    /// Publishes `content` to `group` and waits for the service's ack.
+    ///
+    /// - Parameters:
+    ///   - noEcho: do not deliver the message back to this connection.
+    ///   - fireAndForget: send without an ack id and return once written (no retry, no ack).
+    ///   - ackID: the ack id to use (e.g. the one from an earlier failed call, so the service
+    ///     de-duplicates); by default a fresh one.
+    /// - Throws: ``WebPubSubError``; `.invalidContent` when `.json` content is not valid JSON;
+    ///   `.messageTooLarge` past ``WebPubSubClientOptions/maximumOutgoingMessageSize``.
+    @discardableResult
+    public func sendToGroup(_ group: String, _ content: MessageContent, noEcho: Bool = false,
+                            fireAndForget: Bool = false, ackID: UInt64? = nil) throws(WebPubSubError) -> WebPubSubResult {
+        try perform(.sendToGroup(group, content, noEcho: noEcho), ackID: ackID, fireAndForget: fireAndForget)
+    }
+
+    /// Publishes without blocking; `completion` runs on the callback queue.
+    public func sendToGroup(_ group: String, _ content: MessageContent, noEcho: Bool = false,
+                            fireAndForget: Bool = false, ackID: UInt64? = nil,
+                            completion: @escaping @Sendable (Result<WebPubSubResult, WebPubSubError>) -> Void) {
+        perform(.sendToGroup(group, content, noEcho: noEcho), ackID: ackID, fireAndForget: fireAndForget, completion: completion)
+    }
+
+    /// Sends event `event` to the service's upstream handler and waits for the ack.
+    /// - Throws: ``WebPubSubError``.
+    @discardableResult
+    public func sendEvent(_ event: String, _ content: MessageContent, fireAndForget: Bool = false,
+                          ackID: UInt64? = nil) throws(WebPubSubError) -> WebPubSubResult {
+        try perform(.sendEvent(event, content), ackID: ackID, fireAndForget: fireAndForget)
+    }
+
+    /// Sends an event without blocking; `completion` runs on the callback queue.
+    public func sendEvent(_ event: String, _ content: MessageContent, fireAndForget: Bool = false, ackID: UInt64? = nil,
+                          completion: @escaping @Sendable (Result<WebPubSubResult, WebPubSubError>) -> Void) {
+        perform(.sendEvent(event, content), ackID: ackID, fireAndForget: fireAndForget, completion: completion)
+    }
+
+    /// Invokes event `event` on the service's upstream and waits for its response (request and
+    /// response, as in the JavaScript client). Not retried; fails when the connection drops.
+    /// - Parameters:
+    ///   - invocationID: the id to use; by default "1", "2", …
+    ///   - timeout: how long to wait, in seconds; by default the ack timeout. On time-out a
+    ///     `cancelInvocation` is sent.
+    /// - Throws: ``WebPubSubError`` `.invocationFailed` (with the upstream's error name),
+    ///   `.invocationTimedOut`, `.invocationCancelled`, `.connectionLost`, `.notConnected`.
+    public func invokeEvent(_ event: String, _ content: MessageContent, invocationID: String? = nil,
+                            timeout: TimeInterval? = nil) throws(WebPubSubError) -> InvokeEventResult {
+        try blocking { client, done in
+            client.startInvocation(event, content, invocationID: invocationID, timeout: timeout, done)
+        }
+    }
+
+    /// Invokes without blocking; `completion` runs on the callback queue.
+    public func invokeEvent(_ event: String, _ content: MessageContent, invocationID: String? = nil, timeout: TimeInterval? = nil,
+                            completion: @escaping @Sendable (Result<InvokeEventResult, WebPubSubError>) -> Void) {
+        enqueue { client in
+            client.startInvocation(event, content, invocationID: invocationID, timeout: timeout) { result in
+                client.registry.run { completion(result) }
+            }
+        }
+    }
+
+    /// Cancels a pending invocation: sends `cancelInvocation` and fails the waiting call with
+    /// `.invocationCancelled`. Does nothing when no such invocation is pending.
+    public func cancelInvocation(_ invocationID: String) {
+        enqueue { client in client.startCancelInvocation(invocationID) }
+    }
+}
