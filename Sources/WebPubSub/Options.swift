@@ -44,8 +44,8 @@ public struct WebPubSubClientOptions: Sendable {
     public var startTimeout: TimeInterval = 30
     /// How long to keep trying to recover a lost reliable connection, in seconds. Default 30 (the service's window).
     public var recoveryTimeout: TimeInterval = 30
-    /// The pause between recovery attempts, in seconds. The first attempt is immediate unless the
-    /// connection had not stayed up for ``backoffResetInterval``. Default 1.
+    /// The pause between recovery attempts, in seconds. The first attempt after a loss is immediate,
+    /// unless the previous loss was also less than ``backoffResetInterval`` ago. Default 1.
     public var recoveryRetryInterval: TimeInterval = 1
     /// How often to acknowledge received sequence ids when they changed, in seconds. Default 1.
     public var sequenceAckInterval: TimeInterval = 1

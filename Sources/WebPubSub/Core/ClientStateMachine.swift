@@ -308,7 +308,9 @@ struct ClientStateMachine {
                 log(.info, "connection lost; recovering", ["webpubsub.detail": "\(detail)", "webpubsub.connection_id": "\(connectionID)"])
                 let windowEnds = now.adding(options.recoveryTimeout)
                 actions.append(.emit(.recovering(RecoveringEvent(connectionID: connectionID, closeCode: code, closeReason: reason))))
-                if recoveryFailures == 0 {
+                // The first recovery after a loss is immediate; a connection that keeps dying soon
+                // after it came back is recovered once per `recoveryRetryInterval`.
+                if recoveryFailures <= 1 {
                     lifecycle = .recovering(windowEnds: windowEnds, step: .waiting(until: now))
                     attemptRecovery(now)
                 } else {
