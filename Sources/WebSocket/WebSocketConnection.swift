@@ -248,9 +248,10 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         }
     }
 
-    /// Stops reading from the socket (inbound backpressure): nothing more is read or parsed until
-    /// ``resumeReading()``. Writes, pings and timers go on. The peer's data waits in the kernel, and
-    /// then at the peer. Idempotent.
+    /// Stops reading from the socket (inbound backpressure): no further message is delivered, and
+    /// nothing more is read, until ``resumeReading()``. Called from a handler, it takes effect before
+    /// the next message. Writes, pings and timers go on. The peer's data waits in the kernel, and then
+    /// at the peer. Idempotent.
     public func pauseReading() {
         // The read source is suspended at its next event once the connection is open (the upgrade
         // is always read), see readable().
@@ -260,8 +261,11 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     /// Reads again after ``pauseReading()``. Idempotent.
     public func resumeReading() {
         onQueue {
+            guard self.readingPaused else { return }
             self.readingPaused = false
-            if let r = self.readSource, self.readSuspended {
+            // Frames already read come first; they may pause reading again.
+            self.processFrames()
+            if !self.readingPaused, let r = self.readSource, self.readSuspended {
                 self.readSuspended = false
                 r.resume()
             }
@@ -619,7 +623,8 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     }
 
     private func processFrames() {
-        while phase == .open || phase == .closing {
+        // Paused: what is parsed stays in the parser until resumeReading().
+        while (phase == .open || phase == .closing) && !readingPaused {
             let action: WebSocketStateMachine.Action
             do {
                 guard let frame = try parser.next() else {
