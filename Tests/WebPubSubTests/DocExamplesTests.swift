@@ -79,11 +79,48 @@ struct DocExamplesTests {
         }
         // end snippet
 
+        // snippet: retry-in-a-closure
+        let worker = DispatchGroup()
+        DispatchQueue.global().async(group: worker) {
+            do {
+                try client.sendToGroup("orders", .json(#"{"id": 8}"#))
+            } catch let error as WebPubSubError where error.isTransient {
+                _ = try? client.sendToGroup("orders", .json(#"{"id": 8}"#), ackID: error.ackID)
+            } catch {
+                print("refused:", error)
+            }
+        }
+        worker.wait()
+        // end snippet
+
+        // snippet: recovery-events
+        client.subscribe(.recovering) { event in
+            print("recovering \(event.connectionID) after close \(event.closeCode)")
+        }
+        client.subscribe(.recovered) { event in
+            print("recovered \(event.connectionID)")
+        }
+        client.subscribe(.disconnected) { event in
+            print("gone: close \(event.closeCode ?? 0) \(event.closeReason ?? "")")
+        }
+        // end snippet
+
+        // snippet: error-cause
+        let rejected = WebPubSubClient(url: URL(string: "ws://127.0.0.1:\(emu.emulator.port)/client/hubs/hub?access_token=x")!)
+        do {
+            try rejected.open()
+        } catch {
+            // error.code == .openFailed; the cause stays typed.
+            print("status:", error.httpStatus ?? 0, "body:", error.webSocketError?.httpBodyText ?? "")
+        }
+        // end snippet
+
         #expect(printed.wait(count: 4).contains { $0.hasPrefix("connected as ") })
         #expect(eventually { printed.values.contains("chat from doc: text(5 chars)") })
         #expect(eventually { printed.values.contains { $0.hasPrefix("acked ") } })
         #expect(printed.values.contains("acked as 1") || printed.values.contains("acked as 2"))
         #expect(!printed.values.contains { $0.hasPrefix("from the server") })
+        #expect(printed.values.contains { $0.hasPrefix("status: 401 body: ") && $0.count > "status: 401 body: ".count })
     }
 
     @Test func optionsLifetimeLoggingThreading() throws {
@@ -182,7 +219,7 @@ struct DocExamplesTests {
         let source = try String(contentsOfFile: #filePath, encoding: .utf8)
         let doc = try String(contentsOf: TestPaths.packageRoot.appendingPathComponent("Docs/Client.md"), encoding: .utf8)
         let snippets = Self.snippets(in: source)
-        #expect(snippets.count == 10)
+        #expect(snippets.count == 13)
         let docCode = Self.normalized(doc)
         for (name, code) in snippets {
             #expect(docCode.contains(Self.normalized(code)), "Docs/Client.md lacks snippet '\(name)':\n\(code)")
