@@ -31,10 +31,19 @@ public final class WebPubSubClient: @unchecked Sendable {
     /// client's queue.
     public typealias Credential = @Sendable () throws -> URL
 
+    /// The async form of ``Credential``: awaited on ``open()`` and before every reconnect, never for
+    /// a recovery; bounded by ``WebPubSubClientOptions/startTimeout`` (its task is cancelled after it).
+    public typealias AsyncCredential = @Sendable () async throws -> URL
+
+    enum CredentialSource: Sendable {
+        case blocking(Credential)
+        case async(AsyncCredential)
+    }
+
     /// The options the client was made with.
     public let options: WebPubSubClientOptions
 
-    private let credential: Credential
+    private let credential: CredentialSource
     private let queue: DispatchQueue
     let registry: CallbackRegistry
     private let logger: Logger
@@ -44,7 +53,8 @@ public final class WebPubSubClient: @unchecked Sendable {
     private var machine: ClientStateMachine
     private var transport: (id: UInt64, socket: any ClientTransport)?
     private var readingPaused = false
-    private var nextToken: UInt64 = 0
+    /// Tokens name a caller's request across threads (cancellation); any thread may take one.
+    private let tokens = LockedValue<UInt64>(0)
     private var operationCompletions: [UInt64: (Result<WebPubSubResult, WebPubSubError>) -> Void] = [:]
     private var invocationCompletions: [UInt64: (Result<InvokeEventResult, WebPubSubError>) -> Void] = [:]
     private var openCompletions: [UInt64: (Result<Void, WebPubSubError>) -> Void] = [:]
@@ -58,7 +68,13 @@ public final class WebPubSubClient: @unchecked Sendable {
     /// Creates a client that gets a fresh client access URL from `credential` on ``open()`` and on
     /// every reconnect (never on a recovery).
     public convenience init(credential: @escaping Credential, options: WebPubSubClientOptions = .init()) {
-        self.init(credential: credential, options: options, transportFactory: WebSocketTransport.factory)
+        self.init(credential: .blocking(credential), options: options, transportFactory: WebSocketTransport.factory)
+    }
+
+    /// Creates a client that awaits a fresh client access URL from `credential` on ``open()`` and on
+    /// every reconnect (never on a recovery).
+    public convenience init(credential: @escaping AsyncCredential, options: WebPubSubClientOptions = .init()) {
+        self.init(credential: .async(credential), options: options, transportFactory: WebSocketTransport.factory)
     }
 
     /// Creates a client for a fixed client access URL. Once its token expires, reconnects fail; use
@@ -67,7 +83,7 @@ public final class WebPubSubClient: @unchecked Sendable {
         self.init(credential: { url }, options: options)
     }
 
-    init(credential: @escaping Credential, options: WebPubSubClientOptions, transportFactory: @escaping TransportFactory) {
+    init(credential: CredentialSource, options: WebPubSubClientOptions, transportFactory: @escaping TransportFactory) {
         self.credential = credential
         self.options = options
         self.makeTransport = transportFactory
@@ -128,6 +144,9 @@ public final class WebPubSubClient: @unchecked Sendable {
     /// How many sockets opened so far (new connections and recoveries); for tests.
     var socketsOpened: Int { onQueue { self.machine.socketsOpened } }
 
+    /// Operations and invocations not finished yet; for tests.
+    var pendingOperations: Int { onQueue { self.machine.ledger.count + self.machine.invocations.entries.count } }
+
     /// The most received messages that waited for their callbacks at once; for tests.
     var pendingCallbackHighWaterMark: Int { backlog.value.highWaterMark }
 
@@ -147,9 +166,12 @@ public final class WebPubSubClient: @unchecked Sendable {
         rearm()
     }
 
-    private func makeToken() -> UInt64 {
-        nextToken += 1
-        return nextToken
+    /// A fresh token for a caller's request; callable on any thread.
+    func makeToken() -> UInt64 {
+        tokens.withLock {
+            $0 += 1
+            return $0
+        }
     }
 
     private func execute(_ actions: [ClientAction]) {
@@ -207,11 +229,26 @@ public final class WebPubSubClient: @unchecked Sendable {
     }
 
     private func fetchCredential(_ attempt: UInt64) {
-        let credential = self.credential
-        DispatchQueue.global().async { [weak self] in
-            let result = Result<URL, any Error> { try credential() }
+        let report: @Sendable (Result<URL, any Error>) -> Void = { [weak self] result in
             guard let self else { return }
             self.queue.async { self.step { $0.credentialReturned(attempt: attempt, result, now: $1) } }
+        }
+        switch credential {
+        case .blocking(let credential):
+            DispatchQueue.global().async { report(Result { try credential() }) }
+        case .async(let credential):
+            let limit = options.startTimeout
+            Task {
+                // The machine bounds the attempt; the task is cancelled once that bound has passed.
+                let task = Task { try await credential() }
+                let watchdog = Task {
+                    try await Task.sleep(nanoseconds: UInt64(min(max(0, limit), 1e6) * 1e9))
+                    task.cancel()
+                }
+                let result = await task.result
+                watchdog.cancel()
+                report(result)
+            }
         }
     }
 
@@ -298,23 +335,17 @@ public final class WebPubSubClient: @unchecked Sendable {
         step { $0.closeRequested(token: token, now: $1) }
     }
 
-    /// Starts an operation; returns its token (for ``cancel(token:)``).
-    @discardableResult
-    func startOperation(_ request: OperationRequest, ackID: UInt64?, fireAndForget: Bool, timeout: TimeInterval?,
-                        _ completion: @escaping (Result<WebPubSubResult, WebPubSubError>) -> Void) -> UInt64 {
-        let token = makeToken()
+    /// Starts an operation under `token` (see ``cancel(token:)``).
+    func startOperation(_ request: OperationRequest, token: UInt64, ackID: UInt64?, fireAndForget: Bool, timeout: TimeInterval?,
+                        _ completion: @escaping (Result<WebPubSubResult, WebPubSubError>) -> Void) {
         operationCompletions[token] = completion
         step { $0.submit(request, token: token, ackID: ackID, fireAndForget: fireAndForget, timeout: timeout, now: $1) }
-        return token
     }
 
-    @discardableResult
-    func startInvocation(_ event: String, _ content: MessageContent, invocationID: String?, timeout: TimeInterval?,
-                         _ completion: @escaping (Result<InvokeEventResult, WebPubSubError>) -> Void) -> UInt64 {
-        let token = makeToken()
+    func startInvocation(_ event: String, _ content: MessageContent, token: UInt64, invocationID: String?, timeout: TimeInterval?,
+                         _ completion: @escaping (Result<InvokeEventResult, WebPubSubError>) -> Void) {
         invocationCompletions[token] = completion
         step { $0.invoke(event: event, content: content, invocationID: invocationID, timeout: timeout, token: token, now: $1) }
-        return token
     }
 
     func startCancelInvocation(_ invocationID: String) {

@@ -46,3 +46,21 @@ func eventually(timeout: TimeInterval = 10, _ condition: () -> Bool) -> Bool {
     }
     return condition()
 }
+
+/// Polls `condition` without blocking a thread of the cooperative pool (for async tests).
+func eventuallyAsync(timeout: TimeInterval = 10, _ condition: () throws -> Bool) async -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if (try? condition()) == true { return true }
+        try? await Task.sleep(nanoseconds: 5_000_000)
+    }
+    return (try? condition()) == true
+}
+
+extension Collector {
+    /// Waits, without blocking a thread, until at least `count` items arrived; returns them.
+    func values(count: Int, timeout: TimeInterval = 10) async -> [T] {
+        _ = await eventuallyAsync(timeout: timeout) { self.values.count >= count }
+        return values
+    }
+}
