@@ -16,6 +16,7 @@ public struct WebPubSubError: Error, Sendable, Hashable, CustomStringConvertible
             case invalidArgument, invalidContent, clientClosed, notConnected, alreadyOpen, openFailed
             case serviceError, ackTimeout, connectionLost, stopped, ackIDInUse
             case invocationFailed, invocationTimedOut, invocationCancelled
+            case invalidConnectionString
         }
         fileprivate let base: Base
         fileprivate init(_ base: Base) { self.base = base }
@@ -48,6 +49,9 @@ public struct WebPubSubError: Error, Sendable, Hashable, CustomStringConvertible
         public static let invocationTimedOut = Code(.invocationTimedOut)
         /// The invocation was cancelled with ``WebPubSubClient/cancelInvocation(_:)``.
         public static let invocationCancelled = Code(.invocationCancelled)
+        /// A connection string given to ``WebPubSubClientCredential`` is malformed; the message names the
+        /// missing or bad part (`Endpoint`, `AccessKey`, `Port`) and never repeats the access key.
+        public static let invalidConnectionString = Code(.invalidConnectionString)
 
         /// The code's name.
         public var description: String { String(describing: base) }
