@@ -24,6 +24,8 @@ let package = Package(
         .executable(name: "webpubsub-demo", targets: ["webpubsub-demo"]),
         .executable(name: "webpubsub-bench", targets: ["webpubsub-bench"]),
         .executable(name: "autobahn-client", targets: ["autobahn-client"]),
+        // A terminal client for a hub (the `wscat` habit).
+        .executable(name: "webpubsub", targets: ["webpubsub-cli"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -49,6 +51,7 @@ let package = Package(
             name: "WebPubSub",
             dependencies: [
                 "WebSocket",
+                "CSSL",  // HMAC-SHA256 for WebPubSubClientCredential's tokens
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -79,6 +82,15 @@ let package = Package(
             name: "autobahn-client",
             dependencies: [
                 "WebSocket",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "webpubsub-cli",
+            dependencies: [
+                "WebPubSub",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -124,6 +136,11 @@ let package = Package(
         .testTarget(
             name: "WebPubSubEmulatorTests",
             dependencies: ["WebPubSubEmulator", "TestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "WebPubSubCLITests",
+            dependencies: ["webpubsub-cli", "EmulatorLauncher", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
