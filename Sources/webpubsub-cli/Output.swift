@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import Logging
 import WebPubSub
@@ -17,11 +18,19 @@ enum Redaction {
 }
 
 /// Where the CLI writes: event lines on stdout, errors on stderr, each line whole and redacted.
-final class Output: @unchecked Sendable {  // `lock` guards every write
+///
+/// Event lines keep the client's order: the client's callbacks run on ``queue`` (its callback queue),
+/// and the acks that the blocking calls return are printed through the same queue.
+final class Output: @unchecked Sendable {  // `lock` guards every write; `queue` is serial
     let json: Bool
+    /// The client's callback queue.
+    let queue = DispatchQueue(label: "webpubsub.output")
     private let lock = NSLock()
 
     init(json: Bool) { self.json = json }
+
+    /// Waits until every line queued so far is written.
+    func drain() { queue.sync {} }
 
     /// Writes one line to stdout (unbuffered, so a reader sees it at once).
     func line(_ text: String) {
@@ -92,6 +101,10 @@ final class Output: @unchecked Sendable {  // `lock` guards every write
 
     /// An operation's ack: JSON lines always; text only for joins (`* joined GROUP`).
     func ack(_ operation: String, target: String, _ result: WebPubSubResult) {
+        queue.async { self.printAck(operation, target: target, result) }
+    }
+
+    private func printAck(_ operation: String, target: String, _ result: WebPubSubResult) {
         if json {
             line(object(["type": .string("ack"), "operation": .string(operation), "target": .string(target),
                          "ackId": result.ackID.map { .raw(String($0)) } ?? .null,

@@ -108,7 +108,7 @@ struct ConnectionOptions: ParsableArguments {
         }
     }
 
-    func makeClient() throws -> WebPubSubClient {
+    func makeClient(_ output: Output) throws -> WebPubSubClient {
         let level = Logger.Level(rawValue: logLevel) ?? .error
         var options = WebPubSubClientOptions()
         options.protocolType = WebPubSubProtocol(cliName: protocolName) ?? .jsonReliable
@@ -117,6 +117,7 @@ struct ConnectionOptions: ParsableArguments {
         options.logger = Logger(label: "webpubsub") { label in RedactingStderrLogHandler(logLevel: level, label: label) }
         options.logger.logLevel = level
         options.userAgent = "webpubsub-cli"
+        options.callbackQueue = output.queue
         return WebPubSubClient(credential: try makeCredential(), options: options)
     }
 }
@@ -176,7 +177,7 @@ struct Connect: ParsableCommand {
 
     func run() throws {
         let output = Output(json: connection.json)
-        let client = try connection.makeClient()
+        let client = try connection.makeClient(output)
         let session = Session()
         client.subscribe(.connected) { output.connected($0) }
         client.subscribe(.disconnected) { output.disconnected($0) }
@@ -202,6 +203,7 @@ struct Connect: ParsableCommand {
             } catch {
                 output.error("could not join group \(g): \(Self.describe(error))")
                 client.close()
+                output.drain()
                 throw Exit.operationFailed.code
             }
         }
@@ -230,6 +232,7 @@ struct Connect: ParsableCommand {
         let (exit, message) = session.wait()
         if let message { output.error(message) }
         client.close()
+        output.drain()
         if exit != .ok { throw exit.code }
     }
 
@@ -282,14 +285,17 @@ struct Send: ParsableCommand {
 
     func run() throws {
         let output = Output(json: connection.json)
-        let client = try connection.makeClient()
+        let client = try connection.makeClient(output)
         do {
             try client.open()
         } catch {
             output.error("could not connect: \(error.message)")
             throw Exit.connectFailed.code
         }
-        defer { client.close() }
+        defer {
+            client.close()
+            output.drain()
+        }
         func send(_ message: String) throws(WebPubSubError) {
             let content = dataType.content(message)
             if let group {
