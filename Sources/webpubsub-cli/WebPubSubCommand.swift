@@ -243,7 +243,7 @@ struct Connect: ParsableCommand {
     static func describe(_ error: any Error) -> String {
         guard let error = error as? WebPubSubError else { return "\(error)" }
         var s = error.message
-        if let name = error.errorName { s += " [\(name)\(error.errorMessage.map { ": \($0)" } ?? "")]" }
+        if let detail = error.errorMessage, !s.contains(detail) { s += ": " + detail }
         if let ackID = error.ackID { s += " (ackId \(ackID))" }
         return s
     }

@@ -112,7 +112,9 @@ struct CLITests {
         for arguments in [["--help"], ["connect", "--help"], ["send", "--help"]] {
             let run = try CLIRun(Self.binary, arguments)
             #expect(run.status == 0)
-            let shown = "$ webpubsub \(arguments.joined(separator: " "))\n" + run.stdout
+            var help = run.stdout
+            while help.hasSuffix("\n") { help.removeLast() }
+            let shown = "```\n$ webpubsub \(arguments.joined(separator: " "))\n" + help + "\n```\n"
             #expect(readme.contains(shown), "README.md lacks the current output of webpubsub \(arguments.joined(separator: " "))")
         }
     }

@@ -241,6 +241,64 @@ struct ClientCredentialTests {
         #expect(client.userID == "alice")
     }
 
+    // MARK: Docs
+
+    /// The examples of Docs/Client.md ("Credentials from a connection string") and the README, run
+    /// against the emulator; the tests below check that the docs show them verbatim.
+    @Test func docExamples() throws {
+        let emu = try EmulatorFixture()
+        let connectionString = emu.emulator.connectionString
+        let printed = Collector<String>()
+        @Sendable func print(_ items: Any...) { printed.append(items.map { "\($0)" }.joined(separator: " ")) }
+
+        // snippet: credential
+        let credential = try WebPubSubClientCredential(
+            connectionString: connectionString,  // Endpoint=https://…;AccessKey=…;Version=1.0;
+            hub: "chat", userID: "alice",
+            roles: ["webpubsub.joinLeaveGroup.chat", "webpubsub.sendToGroup.chat"],
+            expiresAfter: 600)
+        let client = WebPubSubClient(credential: credential)
+        try client.open()  // a fresh token now and on every reconnect
+        try client.joinGroup("chat")
+        // end snippet
+        client.close()
+        #expect(credential.hub == "chat" && client.userID == "alice")
+
+        // snippet: credential-error
+        do {
+            _ = try WebPubSubClientCredential(connectionString: "Endpoint=https://contoso.example", hub: "chat")
+        } catch {
+            print(error.code, error.message)  // invalidConnectionString malformed connection string: AccessKey is missing
+        }
+        // end snippet
+        #expect(printed.values == ["invalidConnectionString malformed connection string: AccessKey is missing"])
+
+        // readme: begin
+        let readmeCredential = try WebPubSubClientCredential(connectionString: connectionString, hub: "chat", userID: "alice",
+                                                       roles: ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"])
+        let readmeClient = WebPubSubClient(credential: readmeCredential)
+        // readme: end
+        try readmeClient.open()
+        try readmeClient.sendToGroup("chat", .text("hi"))
+        readmeClient.close()
+    }
+
+    @Test func docsShowTheExamples() throws {
+        let source = try String(contentsOfFile: #filePath, encoding: .utf8)
+        let doc = try String(contentsOf: TestPaths.packageRoot.appendingPathComponent("Docs/Client.md"), encoding: .utf8)
+        let snippets = DocExamplesTests.snippets(in: source)
+        #expect(snippets.map(\.0) == ["credential", "credential-error"])
+        for (name, code) in snippets {
+            #expect(DocExamplesTests.normalized(doc).contains(DocExamplesTests.normalized(code)), "Docs/Client.md lacks '\(name)'")
+        }
+        let readme = try String(contentsOf: TestPaths.packageRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        let begin = try #require(source.range(of: "// readme: begin\n"))
+        let end = try #require(source.range(of: "        // readme: end", range: begin.upperBound..<source.endIndex))
+        let code = String(source[begin.upperBound..<end.lowerBound])
+            .replacingOccurrences(of: "readmeCredential", with: "credential").replacingOccurrences(of: "readmeClient", with: "client")
+        #expect(DocExamplesTests.normalized(readme).contains(DocExamplesTests.normalized(code)), "README.md lacks:\n\(code)")
+    }
+
     static func json(_ part: Substring) throws -> [String: Any] {
         var s = part.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         while s.count % 4 != 0 { s += "=" }
