@@ -40,6 +40,9 @@ public struct WebPubSubClientCredential: Sendable, CustomStringConvertible {
     /// How long each minted token is valid, in seconds.
     public let expiresAfter: TimeInterval
 
+    /// The longest token lifetime accepted, in seconds (ten years).
+    public static let maximumLifetime: TimeInterval = 10 * 365 * 24 * 3600
+
     /// The HMAC key: the UTF-8 bytes of the access key.
     private let key: [UInt8]
 
@@ -55,10 +58,11 @@ public struct WebPubSubClientCredential: Sendable, CustomStringConvertible {
     ///   - userID: the user id of the connections; nil or empty for none.
     ///   - roles: their roles (permissions).
     ///   - groups: the groups they join when they connect.
-    ///   - expiresAfter: the lifetime of each token, in seconds (at least 1; default one hour).
+    ///   - expiresAfter: the lifetime of each token, in seconds (at least 1, at most
+    ///     ``maximumLifetime``; default one hour).
     /// - Throws: ``WebPubSubError`` `.invalidConnectionString` naming the segment or the part that
     ///   is missing or bad (`Endpoint`, `AccessKey`, `Port`); `.invalidArgument` for a bad hub name,
-    ///   an empty role or group, or a lifetime under one second. No message repeats the access key.
+    ///   an empty role or group, or a lifetime out of range. No message repeats the access key.
     public init(
         connectionString: String, hub: String, userID: String? = nil, roles: [String] = [],
         groups: [String] = [], expiresAfter: TimeInterval = 3600
@@ -71,8 +75,8 @@ public struct WebPubSubClientCredential: Sendable, CustomStringConvertible {
         if let i = groups.firstIndex(where: \.isEmpty) {
             throw WebPubSubError(.invalidArgument, "group \(i + 1) is empty")
         }
-        guard expiresAfter.isFinite, expiresAfter >= 1 else {
-            throw WebPubSubError(.invalidArgument, "expiresAfter must be at least 1 second, got \(expiresAfter)")
+        guard expiresAfter.isFinite, expiresAfter >= 1, expiresAfter <= Self.maximumLifetime else {
+            throw WebPubSubError(.invalidArgument, "expiresAfter must be from 1 second to 10 years, got \(expiresAfter)")
         }
         self.endpoint = parsed.endpoint
         self.key = Array(parsed.accessKey.utf8)

@@ -106,6 +106,20 @@ struct CLITests {
         #expect(listener.waitForExit(timeout: 20) == 0, "\(listener.output)")
     }
 
+    /// The service goes away (the emulator process stops): reconnect attempts fail, the client stops, exit 4.
+    @Test func aConnectionLostForGoodExits4() throws {
+        let emulator = try EmulatorProcess(path: Self.emulatorBinary)
+        defer { emulator.stop() }
+        let listener = try PeerProcess(Self.binary, ["connect", "--connection-string", emulator.connectionString, "--hub", "chat",
+                                                     "--protocol", "json", "--listen", "--timeout", "5"])
+        defer { listener.stop() }
+        try listener.waitForLine(containing: "* connected", timeout: 30)
+        emulator.stop()
+        #expect(listener.waitForExit(timeout: 60) == 4, "\(listener.output)")
+        #expect(listener.output.contains("* stopped"))
+        #expect(listener.output.contains { $0.contains("webpubsub: error: the connection was lost") })
+    }
+
     /// The README shows the real `--help` output.
     @Test func theREADMEShowsTheHelp() throws {
         let readme = try String(contentsOf: TestPaths.packageRoot.appendingPathComponent("README.md"), encoding: .utf8)

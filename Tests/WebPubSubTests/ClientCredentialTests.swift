@@ -133,6 +133,7 @@ struct ClientCredentialTests {
         ArgumentCase(groups: [""], names: "group 1 is empty"),
         ArgumentCase(expiresAfter: 0, names: "expiresAfter"),
         ArgumentCase(expiresAfter: .infinity, names: "expiresAfter"),
+        ArgumentCase(expiresAfter: 1e300, names: "expiresAfter"),
     ])
     func badArgumentsAreRefused(_ c: ArgumentCase) {
         let error = #expect(throws: WebPubSubError.self) {
