@@ -3,7 +3,8 @@
 // Exit codes (also in README.md):
 //   0 ok · 1 unexpected failure · 2 could not connect or authenticate ·
 //   3 an operation failed (join, send, event) · 4 the connection was lost for good ·
-//   64 usage (argument-parser's own: a bad or missing option, a malformed connection string)
+//   64 usage (argument-parser's own: a bad or missing option, a malformed connection string) ·
+//   128 + N: signal N (SIGINT, SIGTERM) before the connection was up (`send`: at any time)
 //===----------------------------------------------------------------------===//
 import ArgumentParser
 import Dispatch
@@ -32,7 +33,8 @@ struct WebPubSubCommand: ParsableCommand {
             are never printed.
 
             Exit codes: 0 ok, 1 unexpected failure, 2 could not connect or authenticate, 3 an operation \
-            failed (join, send, event), 4 the connection was lost for good, 64 usage.
+            failed (join, send, event), 4 the connection was lost for good, 64 usage, 130 or 143 \
+            interrupted (SIGINT, SIGTERM) before the connection was up.
             """,
         subcommands: [Connect.self, Send.self],
         defaultSubcommand: Connect.self)
@@ -207,6 +209,7 @@ struct Connect: ParsableCommand {
                 throw Exit.operationFailed.code
             }
         }
+        session.markRunning()
         // Without a group or an event, stdin lines have nowhere to go: listen only.
         if let target = event.map(Target.event) ?? group.first.map(Target.group), !listen {
             let keepGoingAtEnd = count != nil
@@ -342,12 +345,26 @@ final class Session: @unchecked Sendable {  // `state` guarded by `condition`
         return state!
     }
 
-    /// SIGINT and SIGTERM end the session with 0 (a clean close first).
+    /// Set once the client is connected and has joined its groups (guarded by `condition`).
+    private var running = false
+
+    /// From now on a signal ends the session cleanly instead of exiting at once.
+    func markRunning() { condition.withLock { running = true } }
+
+    /// SIGINT and SIGTERM end a running session with 0 (a clean close first); before the client is
+    /// connected and has joined its groups, they exit at once with 128 + the signal number.
     func onSignal() {
         for sig in [SIGINT, SIGTERM] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { [weak self] in self?.finish(.ok) }
+            source.setEventHandler { [weak self] in
+                guard let self else { return }
+                if self.condition.withLock({ self.running }) {
+                    self.finish(.ok)
+                } else {
+                    exit(128 + sig)
+                }
+            }
             source.resume()
             condition.withLock { signalSources.append(source) }
         }

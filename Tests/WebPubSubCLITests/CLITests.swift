@@ -1,4 +1,7 @@
 import EmulatorLauncher
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import Testing
 import TestSupport
@@ -106,6 +109,19 @@ struct CLITests {
         #expect(listener.waitForExit(timeout: 20) == 0, "\(listener.output)")
     }
 
+    /// SIGINT while the upgrade hangs (a listener that never answers): exit 130 at once, not after the time-out.
+    @Test func anInterruptBeforeTheConnectionIsUpExits130() throws {
+        let server = try SilentListener()
+        defer { server.close() }
+        let client = try PeerProcess(Self.binary, ["connect", "--url", "ws://127.0.0.1:\(server.port)/client/hubs/chat?access_token=x",
+                                                   "--listen", "--timeout", "600"])
+        defer { client.stop() }
+        // The client's TCP connection is waiting in the backlog: its upgrade will never be answered.
+        #expect(server.waitForPendingConnection(timeout: 30))
+        kill(client.process.processIdentifier, SIGINT)
+        #expect(client.waitForExit(timeout: 60) == 130, "\(client.output)")
+    }
+
     /// The service goes away (the emulator process stops): reconnect attempts fail, the client stops, exit 4.
     @Test func aConnectionLostForGoodExits4() throws {
         let emulator = try EmulatorProcess(path: Self.emulatorBinary)
@@ -191,4 +207,36 @@ final class PipeReader: @unchecked Sendable {  // `data` is written once by the 
         done.signal()
         return String(decoding: data, as: UTF8.self)
     }
+}
+
+/// A loopback TCP listener that never accepts: connections complete in the kernel and then hear nothing.
+final class SilentListener {
+    let fd: Int32
+    let port: Int
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound, listen(fd, 8) == 0 else {
+            Glibc.close(fd)
+            throw CLITimeout(description: "could not listen on loopback")
+        }
+        self.fd = fd
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// Waits until a connection is pending (the listening socket is readable).
+    func waitForPendingConnection(timeout: TimeInterval) -> Bool {
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&entry, 1, Int32(timeout * 1000)) == 1
+    }
+
+    func close() { Glibc.close(fd) }
 }
