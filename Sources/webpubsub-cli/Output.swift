@@ -17,7 +17,7 @@ enum Redaction {
     }
 }
 
-/// Where the CLI writes: event lines on stdout, errors on stderr, each line whole and redacted.
+/// Where the CLI writes: event lines on stdout, errors on stderr (redacted), each line whole.
 ///
 /// Event lines keep the client's order: the client's callbacks run on ``queue`` (its callback queue),
 /// and the acks that the blocking calls return are printed through the same queue.
@@ -32,9 +32,10 @@ final class Output: @unchecked Sendable {  // `lock` guards every write; `queue`
     /// Waits until every line queued so far is written.
     func drain() { queue.sync {} }
 
-    /// Writes one line to stdout (unbuffered, so a reader sees it at once).
+    /// Writes one line to stdout (unbuffered, so a reader sees it at once). Event lines hold what the
+    /// service sent, which the CLI prints as it is; only errors and logs (stderr) can hold a URL or a key.
     func line(_ text: String) {
-        let data = Data((Redaction.redact(text) + "\n").utf8)
+        let data = Data((text + "\n").utf8)
         lock.withLock { FileHandle.standardOutput.write(data) }
     }
 

@@ -29,8 +29,8 @@ struct WebPubSubCommand: ParsableCommand {
         abstract: "A terminal client for an Azure Web PubSub hub.",
         discussion: """
             Connect with --url (a client access URL) or with --connection-string and --hub (a token is \
-            minted; WEBPUBSUB_CONNECTION_STRING is read when neither is given). Access tokens and keys \
-            are never printed.
+            minted; WEBPUBSUB_CONNECTION_STRING is read when neither is given). Errors and logs go to \
+            stderr and never show an access token or key.
 
             Exit codes: 0 ok, 1 unexpected failure, 2 could not connect or authenticate, 3 an operation \
             failed (join, send, event), 4 the connection was lost for good, 64 usage, 130 or 143 \

@@ -44,17 +44,18 @@ struct CLITests {
         for line in lines { #expect(!line.contains("access_token") && !line.contains("eyJ"), "\(line)") }
     }
 
-    /// `connect` sends each stdin line to the first group and prints (text) what comes back, then exits 0.
+    /// `connect` sends each stdin line to the first group and prints (text) what comes back, as it is
+    /// (message data is never redacted), then exits 0.
     @Test func connectSendsStdinLinesAndPrintsEvents() throws {
         let emulator = try EmulatorProcess(path: Self.emulatorBinary)
         defer { emulator.stop() }
         let run = try CLIRun(Self.binary, ["--connection-string", emulator.connectionString, "--hub", "chat", "--user-id", "dave",
                                            "--group", "room", "--group", "other", "--count", "2", "--protocol", "json"]
-                             + Self.publisherRoles, stdin: "one\ntwo\n")
+                             + Self.publisherRoles, stdin: "one\ntwo access_token=is data\n")
         #expect(run.status == 0, "\(run)")
         let lines = run.stdout.split(separator: "\n").map(String.init)
         #expect(lines.first?.hasPrefix("* connected connection=") == true && lines.first?.hasSuffix(" user=dave") == true)
-        #expect(Array(lines.dropFirst().prefix(4)) == ["* joined room", "* joined other", "[room] dave: one", "[room] dave: two"], "\(run)")
+        #expect(Array(lines.dropFirst().prefix(4)) == ["* joined room", "* joined other", "[room] dave: one", "[room] dave: two access_token=is data"], "\(run)")
         // Then only the close: disconnected and stopped.
         #expect(lines.dropFirst(5).allSatisfy { $0.hasPrefix("* disconnected connection=") || $0 == "* stopped" }, "\(run)")
     }
