@@ -7,7 +7,7 @@ BIN        := .build/debug
 # The Swift tests find the Python peers through this variable.
 export WPS_PYTHON := $(PY)
 
-.PHONY: all build venv test test-swift test-tsan leaks demo chaos soak emulator emulator-load conformance conformance-ci bench clean
+.PHONY: all build venv test test-swift test-tsan leaks demo chaos soak emulator emulator-load conformance conformance-ci bench consumer clean
 
 all: build
 
@@ -28,6 +28,7 @@ test: venv
 	$(SWIFT) test --skip-build --skip WebSocketTests
 	WPS_ISOLATED=1 $(SWIFT) test --skip-build --filter WebSocketTests
 	$(MAKE) conformance-ci
+	$(MAKE) consumer
 
 test-swift: venv
 	$(SWIFT) test
@@ -90,5 +91,15 @@ bench: venv
 	$(SWIFT) build -c release
 	.build/release/webpubsub-bench --emulator .build/release/webpubsub-emulator --python $(PY)
 
+## A user's daemon that depends on the WebPubSub product only (Examples/Consumer, `traits: []`), built from
+## scratch; fails unless SwiftPM resolved and checked out swift-log alone (no SwiftNIO, no argument parser).
+consumer:
+	rm -rf Examples/Consumer/.build Examples/Consumer/Package.resolved
+	cd Examples/Consumer && $(SWIFT) build
+	cd Examples/Consumer && $(SWIFT) package show-dependencies
+	@checkouts="$$(ls Examples/Consumer/.build/checkouts | tr '\n' ' ')"; echo "consumer checked out: $$checkouts"; \
+	  if [ "$$checkouts" != "swift-log " ]; then echo "consumer: expected swift-log alone"; exit 1; fi
+	Examples/Consumer/.build/debug/Consumer
+
 clean:
-	rm -rf .build .build-tsan .build-asan $(VENV)
+	rm -rf .build .build-tsan .build-asan Examples/Consumer/.build $(VENV)

@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 //===----------------------------------------------------------------------===//
 // swift-webpubsub: an Azure Web PubSub client for Linux services, on our own
 // RFC 6455 WebSocket over POSIX sockets and the system OpenSSL, and a local
@@ -10,6 +10,11 @@ let swiftSettings: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
     .enableUpcomingFeature("ExistentialAny"),
 ]
+
+// The emulator, the executables and the tests need SwiftNIO and swift-argument-parser; the `WebPubSub`
+// and `WebSocket` libraries do not. Both packages are used only under the `Emulator` trait (on by
+// default), so a consumer that depends on this package with `traits: []` resolves swift-log alone.
+let emulatorOnly: TargetDependencyCondition? = .when(traits: ["Emulator"])
 
 let package = Package(
     name: "swift-webpubsub",
@@ -24,6 +29,12 @@ let package = Package(
         .executable(name: "webpubsub-demo", targets: ["webpubsub-demo"]),
         .executable(name: "webpubsub-bench", targets: ["webpubsub-bench"]),
         .executable(name: "autobahn-client", targets: ["autobahn-client"]),
+        // A terminal client for a hub (the `wscat` habit).
+        .executable(name: "webpubsub", targets: ["webpubsub-cli"]),
+    ],
+    traits: [
+        .trait(name: "Emulator", description: "The SwiftNIO emulator, the executables and their dependencies (SwiftNIO, swift-argument-parser)."),
+        .default(enabledTraits: ["Emulator"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -49,6 +60,7 @@ let package = Package(
             name: "WebPubSub",
             dependencies: [
                 "WebSocket",
+                "CSSL",  // HMAC-SHA256 for WebPubSubClientCredential's tokens
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -58,11 +70,11 @@ let package = Package(
             dependencies: [
                 "CSSL",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio", condition: emulatorOnly),
+                .product(name: "NIOPosix", package: "swift-nio", condition: emulatorOnly),
+                .product(name: "NIOHTTP1", package: "swift-nio", condition: emulatorOnly),
+                .product(name: "NIOWebSocket", package: "swift-nio", condition: emulatorOnly),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio", condition: emulatorOnly),
             ],
             swiftSettings: swiftSettings
         ),
@@ -71,7 +83,7 @@ let package = Package(
             dependencies: [
                 "WebPubSubEmulator",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser", condition: emulatorOnly),
             ],
             swiftSettings: swiftSettings
         ),
@@ -80,7 +92,16 @@ let package = Package(
             dependencies: [
                 "WebSocket",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser", condition: emulatorOnly),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "webpubsub-cli",
+            dependencies: [
+                "WebPubSub",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser", condition: emulatorOnly),
             ],
             swiftSettings: swiftSettings
         ),
@@ -95,7 +116,7 @@ let package = Package(
                 "WebPubSub",
                 "EmulatorLauncher",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser", condition: emulatorOnly),
             ],
             swiftSettings: swiftSettings
         ),
@@ -105,7 +126,7 @@ let package = Package(
                 "WebPubSub",
                 "EmulatorLauncher",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser", condition: emulatorOnly),
             ],
             swiftSettings: swiftSettings
         ),
@@ -124,6 +145,11 @@ let package = Package(
         .testTarget(
             name: "WebPubSubEmulatorTests",
             dependencies: ["WebPubSubEmulator", "TestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "WebPubSubCLITests",
+            dependencies: ["webpubsub-cli", "EmulatorLauncher", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

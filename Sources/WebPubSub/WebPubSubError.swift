@@ -23,7 +23,7 @@ public struct WebPubSubError: Error, Sendable, Hashable, CustomStringConvertible
             case invalidArgument, invalidContent, clientClosed, notConnected, alreadyOpen, openFailed
             case serviceError, ackTimeout, connectionLost, stopped, ackIDInUse
             case invocationFailed, invocationTimedOut, invocationCancelled, messageTooLarge, cancelled
-            case timedOut
+            case timedOut, invalidConnectionString
         }
         fileprivate let base: Base
         fileprivate init(_ base: Base) { self.base = base }
@@ -56,6 +56,9 @@ public struct WebPubSubError: Error, Sendable, Hashable, CustomStringConvertible
         public static let invocationTimedOut = Code(.invocationTimedOut)
         /// The invocation was cancelled with ``WebPubSubClient/cancelInvocation(_:)``.
         public static let invocationCancelled = Code(.invocationCancelled)
+        /// A connection string given to ``WebPubSubClientCredential`` is malformed; the message names the
+        /// missing or bad part (`Endpoint`, `AccessKey`, `Port`) and never repeats the access key.
+        public static let invalidConnectionString = Code(.invalidConnectionString)
 
         /// The encoded message is larger than ``WebPubSubClientOptions/maximumOutgoingMessageSize``
         /// (the service closes a connection that sends more than 1 MiB). Nothing was sent; not transient.
