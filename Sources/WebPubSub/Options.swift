@@ -77,6 +77,10 @@ public struct WebPubSubClientOptions: Sendable {
     /// the client stops reading the socket until half of them ran. Default 16 MiB.
     public var maximumPendingCallbackBytes: Int = 16 << 20
 
+    /// Receives what the client does, for metrics (e.g. `WebPubSubMetrics` from the product of that
+    /// name); nil (the default) costs nothing.
+    public var instrumentation: (any WebPubSubInstrumentation)? = nil
+
     /// Creates options with the defaults.
     public init() {}
 }

@@ -202,6 +202,8 @@ public final class WebPubSubClient: @unchecked Sendable {
                 closeCompletions.removeValue(forKey: token)?()
             case .log(let level, let message, let metadata):
                 logger.log(level: level, "\(message)", metadata: metadata)
+            case .record(let event):
+                options.instrumentation?.record(event)
             }
         }
     }

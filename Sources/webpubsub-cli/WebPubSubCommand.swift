@@ -67,6 +67,10 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Seconds to wait for the connection and for each ack.", valueName: "seconds"))
     var timeout: Double = 30
 
+    @Option(name: .customLong("reconnect-attempts"),
+            help: ArgumentHelp("New connection attempts after the connection is lost for good, before exiting 4 (-1: no limit).", valueName: "n"))
+    var reconnectAttempts: Int = 3
+
     @Option(name: .customLong("log-level"), help: ArgumentHelp("The client's log level on stderr (trace … critical).", valueName: "level"))
     var logLevel: String = "error"
 
@@ -116,6 +120,7 @@ struct ConnectionOptions: ParsableArguments {
         options.protocolType = WebPubSubProtocol(cliName: protocolName) ?? .jsonReliable
         options.startTimeout = timeout
         options.ackTimeout = timeout
+        options.reconnectRetryPolicy.maxRetries = reconnectAttempts < 0 ? .max : reconnectAttempts
         options.logger = Logger(label: "webpubsub") { label in RedactingStderrLogHandler(logLevel: level, label: label) }
         options.logger.logLevel = level
         options.userAgent = "webpubsub-cli"

@@ -262,8 +262,8 @@ struct ClientCredentialTests {
         try client.open()  // a fresh token now and on every reconnect
         try client.joinGroup("chat")
         // end snippet
-        client.close()
         #expect(credential.hub == "chat" && client.userID == "alice")
+        client.close()
 
         // snippet: credential-error
         do {

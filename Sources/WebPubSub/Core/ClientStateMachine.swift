@@ -36,6 +36,8 @@ enum ClientAction: Equatable, Sendable {
     case completeClose(token: UInt64)
     /// Log a line.
     case log(Logger.Level, String, Logger.Metadata)
+    /// Tell the instrumentation (only when the options have one).
+    case record(WebPubSubInstrumentationEvent)
 
     static func == (lhs: ClientAction, rhs: ClientAction) -> Bool {
         switch (lhs, rhs) {
@@ -50,6 +52,7 @@ enum ClientAction: Equatable, Sendable {
         case (.completeOpen(let a, .failure(let b)), .completeOpen(let c, .failure(let d))): return a == c && b == d
         case (.completeClose(let a), .completeClose(let b)): return a == b
         case (.log(let a, let b, let c), .log(let d, let e, let f)): return a == d && b == e && c == f
+        case (.record(let a), .record(let b)): return a == b
         default: return false
         }
     }
@@ -140,9 +143,13 @@ struct ClientStateMachine {
     /// How long the close handshake of `close()` may take before the socket is dropped.
     static let closeGuard: TimeInterval = 7
 
+    /// Whether `.record` actions are wanted.
+    private let instrumented: Bool
+
     init(options: WebPubSubClientOptions, seed: UInt64) {
         self.options = options
         self.jitter = JitterSource(seed: seed)
+        self.instrumented = options.instrumentation != nil
     }
 
     var isReliable: Bool { options.protocolType.isReliable }
@@ -203,6 +210,7 @@ struct ClientStateMachine {
     // MARK: Connections
 
     private mutating func startNewConnection(_ now: Instant) {
+        if openWaiters.isEmpty { record(.reconnecting) }
         attempts += 1
         lifecycle = .connecting(attempt: attempts, socket: nil, deadline: now.adding(options.startTimeout))
         actions.append(.fetchCredential(attempt: attempts))
@@ -246,6 +254,7 @@ struct ClientStateMachine {
             session?.connectedOnSocket = false
             let connectionID = session?.connectionID ?? ""
             log(.info, "recovered the connection", ["webpubsub.connection_id": "\(connectionID)"])
+            record(.connectionOpened(recovery: true))
             startConnectionTimers(now)
             if sequence.needsAck { sequenceAckDue = now }
             actions.append(.emit(.recovered(RecoveredEvent(connectionID: connectionID))))
@@ -275,7 +284,7 @@ struct ClientStateMachine {
         var detail = "close \(code)"
         if !reason.isEmpty { detail += " \"\(reason)\"" }
         if let error { detail += ": \(error)" }
-        failAllInvocations(WebPubSubError(.connectionLost, "the connection was lost before the invocation was answered (\(detail))", webSocketError: error))
+        failAllInvocations(WebPubSubError(.connectionLost, "the connection was lost before the invocation was answered (\(detail))", webSocketError: error), now)
         switch lifecycle {
         case .stopping:
             finishStop(now)
@@ -307,6 +316,7 @@ struct ClientStateMachine {
                 let connectionID = session?.connectionID ?? ""
                 log(.info, "connection lost; recovering", ["webpubsub.detail": "\(detail)", "webpubsub.connection_id": "\(connectionID)"])
                 let windowEnds = now.adding(options.recoveryTimeout)
+                record(.recovering)
                 actions.append(.emit(.recovering(RecoveringEvent(connectionID: connectionID, closeCode: code, closeReason: reason))))
                 // The first recovery after a loss is immediate; a connection that keeps dying soon
                 // after it came back is recovered once per `recoveryRetryInterval`.
@@ -342,7 +352,7 @@ struct ClientStateMachine {
             lifecycle = .stopped
             for token in openWaiters { actions.append(.completeOpen(token: token, .failure(error))) }
             openWaiters.removeAll()
-            failAllOperations(.notConnected, "the client could not open its connection")
+            failAllOperations(.notConnected, "the client could not open its connection", now)
             return
         }
         reconnectFailures += 1
@@ -426,8 +436,8 @@ struct ClientStateMachine {
         let openFailure = WebPubSubError(.openFailed, "the client stopped before the connection was ready")
         for token in openWaiters { actions.append(.completeOpen(token: token, .failure(openFailure))) }
         openWaiters.removeAll()
-        failAllOperations(.stopped, "the client stopped before the operation was acknowledged")
-        failAllInvocations(WebPubSubError(.stopped, "the client stopped before the invocation was answered"))
+        failAllOperations(.stopped, "the client stopped before the operation was acknowledged", now)
+        failAllInvocations(WebPubSubError(.stopped, "the client stopped before the invocation was answered"), now)
         emitDisconnected()
         log(.info, "stopped", [:])
         actions.append(.emit(.stopped))
@@ -439,6 +449,7 @@ struct ClientStateMachine {
         lifecycle = .connected(socket: id)
         let s = session!
         log(.info, "connected", ["webpubsub.connection_id": "\(s.connectionID)", "webpubsub.user_id": "\(s.userID ?? "")"])
+        record(.connectionOpened(recovery: false))
         startConnectionTimers(now)
         if options.autoRejoinGroups {
             for group in joinedGroups { rejoin(group, now) }
@@ -473,16 +484,18 @@ struct ClientStateMachine {
             ackReceived(ackID: ackID, success: success, error: error, now)
         case .groupMessage(let group, let fromUserID, let content, let sequenceID):
             if accept(sequenceID, now) {
+                record(.messageReceived(.group))
                 actions.append(.emit(.groupMessage(GroupMessageEvent(group: group, fromUserID: fromUserID, content: content, sequenceID: sequenceID))))
             }
         case .serverMessage(let content, let sequenceID):
             if accept(sequenceID, now) {
+                record(.messageReceived(.server))
                 actions.append(.emit(.serverMessage(ServerMessageEvent(content: content, sequenceID: sequenceID))))
             }
         case .pong:
             break
         case .invokeResponse(let invocationID, let success, let content, let error):
-            invokeResponseReceived(invocationID, success: success, content: content, error: error)
+            invokeResponseReceived(invocationID, success: success, content: content, error: error, now)
         case .unknown(let type):
             log(.debug, "skipping a message of unknown type", ["webpubsub.type": "\(type)"])
         case .malformed(let reason, let sequenceID):
@@ -624,7 +637,7 @@ struct ClientStateMachine {
         for serial in ledger.takeDue(now) { operationDeadlinePassed(serial, now) }
         for id in invocations.due(now) {
             if isConnected { actions.append(.write(UpstreamMessage.cancelInvocation(invocationID: id).encoded(), serial: nil)) }
-            finishInvocation(id, .failure(WebPubSubError(.invocationTimedOut, "no invocation response in time", invocationID: id)))
+            finishInvocation(id, .failure(WebPubSubError(.invocationTimedOut, "no invocation response in time", invocationID: id)), now)
         }
         return flush()
     }
@@ -695,7 +708,7 @@ struct ClientStateMachine {
         if !accepted {
             retryOrFail(serial, WebPubSubError(.connectionLost, "the socket did not take the message (its output buffer is full)", ackID: e.ackID), now)
         } else if e.isFireAndForget {
-            complete(serial, .success(WebPubSubResult(ackID: nil, isDuplicated: false)))
+            complete(serial, .success(WebPubSubResult(ackID: nil, isDuplicated: false)), now)
         }
         return flush()
     }
@@ -707,10 +720,10 @@ struct ClientStateMachine {
             let sent = e.phase == .sent || e.retries > 0
             complete(serial, .failure(WebPubSubError(
                 .cancelled, sent ? "cancelled after it was sent; the service may still carry it out" : "cancelled before it was sent",
-                ackID: e.ackID)))
+                ackID: e.ackID)), now)
         } else if let id = invocations.id(forToken: token) {
             if isConnected { actions.append(.write(UpstreamMessage.cancelInvocation(invocationID: id).encoded(), serial: nil)) }
-            finishInvocation(id, .failure(WebPubSubError(.cancelled, "the invocation was cancelled", invocationID: id)))
+            finishInvocation(id, .failure(WebPubSubError(.cancelled, "the invocation was cancelled", invocationID: id)), now)
         }
         return flush()
     }
@@ -727,6 +740,7 @@ struct ClientStateMachine {
         } else {
             ledger.set(serial, phase: .sent, until: now.adding(options.ackTimeout))
         }
+        record(.messageSent(e.kind.instrumentationKind))
         actions.append(.write(e.frame, serial: e.isFireAndForget ? serial : nil))
     }
 
@@ -747,13 +761,14 @@ struct ClientStateMachine {
             let error = WebPubSubError(.connectionLost, "the connection was lost before the ack arrived", ackID: e.ackID)
             let retries = e.retries + 1
             guard options.messageRetryPolicy.delay(forRetry: retries) != nil else {
-                complete(serial, .failure(error))
+                complete(serial, .failure(error), now)
                 continue
             }
             ledger.update(serial) {
                 $0.retries = retries
                 $0.lastError = error
             }
+            record(.retried(e.kind.instrumentationKind))
             ledger.set(serial, phase: .queued, until: now.adding(options.ackTimeout))
         }
     }
@@ -761,7 +776,7 @@ struct ClientStateMachine {
     private mutating func operationDeadlinePassed(_ serial: UInt64, _ now: Instant) {
         guard let e = ledger[serial] else { return }
         if let overall = e.overallDeadline, overall <= now {
-            complete(serial, .failure(WebPubSubError(.timedOut, "the operation did not finish before its deadline", ackID: e.ackID)))
+            complete(serial, .failure(WebPubSubError(.timedOut, "the operation did not finish before its deadline", ackID: e.ackID)), now)
             return
         }
         guard e.deadline <= now else { return }
@@ -778,12 +793,12 @@ struct ClientStateMachine {
     private mutating func retryOrFail(_ serial: UInt64, _ error: WebPubSubError, _ now: Instant) {
         guard let e = ledger[serial] else { return }
         guard error.isTransient else {
-            complete(serial, .failure(error))
+            complete(serial, .failure(error), now)
             return
         }
         let retries = e.retries + 1
         guard let delay = options.messageRetryPolicy.delay(forRetry: retries, random: jitter.next()) else {
-            complete(serial, .failure(error))
+            complete(serial, .failure(error), now)
             return
         }
         log(.debug, "retrying", ["webpubsub.op": "\(e.kind.name)", "webpubsub.ack_id": "\(e.ackID.map(String.init) ?? "-")",
@@ -792,6 +807,7 @@ struct ClientStateMachine {
             $0.retries = retries
             $0.lastError = error
         }
+        record(.retried(e.kind.instrumentationKind))
         ledger.set(serial, phase: .retryWait, until: now.adding(delay))
     }
 
@@ -802,9 +818,9 @@ struct ClientStateMachine {
         }
         // An ack for this id answers the operation whatever attempt it came from: the id is the same.
         if success {
-            complete(serial, .success(WebPubSubResult(ackID: ackID, isDuplicated: false)))
+            complete(serial, .success(WebPubSubResult(ackID: ackID, isDuplicated: false)), now)
         } else if error?.name == ProtocolRules.duplicateErrorName {
-            complete(serial, .success(WebPubSubResult(ackID: ackID, isDuplicated: true)))
+            complete(serial, .success(WebPubSubResult(ackID: ackID, isDuplicated: true)), now)
         } else {
             let name = error?.name ?? ""
             retryOrFail(serial, WebPubSubError(
@@ -813,8 +829,12 @@ struct ClientStateMachine {
         }
     }
 
-    private mutating func complete(_ serial: UInt64, _ result: Result<WebPubSubResult, WebPubSubError>) {
+    private mutating func complete(_ serial: UInt64, _ result: Result<WebPubSubResult, WebPubSubError>, _ now: Instant) {
         guard let e = ledger.remove(serial) else { return }
+        if instrumented {
+            let failure: WebPubSubError.Code? = if case .failure(let error) = result { error.code } else { nil }
+            record(.finished(e.kind.instrumentationKind, latency: now.seconds(since: e.submittedAt), failure: failure))
+        }
         if case .success = result {
             switch e.kind {
             case .join(let group), .rejoin(let group):
@@ -845,7 +865,7 @@ struct ClientStateMachine {
         dispatch(serial, now)
     }
 
-    private mutating func failAllOperations(_ code: WebPubSubError.Code, _ message: String) {
+    private mutating func failAllOperations(_ code: WebPubSubError.Code, _ message: String, _ now: Instant) {
         for serial in ledger.allSerials {
             guard let e = ledger[serial] else { continue }
             var error = WebPubSubError(code, message, ackID: e.ackID)
@@ -853,7 +873,7 @@ struct ClientStateMachine {
                 error = WebPubSubError(code, "\(message) (last attempt: \(last.message))", ackID: e.ackID,
                                        errorName: last.errorName, errorMessage: last.errorMessage, webSocketError: last.webSocketError)
             }
-            complete(serial, .failure(error))
+            complete(serial, .failure(error), now)
         }
     }
 
@@ -881,7 +901,8 @@ struct ClientStateMachine {
         if let e = ProtocolRules.check(frameBytes: frame.utf8.count, limit: options.maximumOutgoingMessageSize) {
             return fail(e.withInvocationID(id))
         }
-        invocations.add(id, token: token, deadline: now.adding(timeout ?? options.ackTimeout))
+        invocations.add(id, token: token, deadline: now.adding(timeout ?? options.ackTimeout), now: now)
+        record(.messageSent(.invokeEvent))
         actions.append(.write(frame, serial: nil))
         return flush()
     }
@@ -889,37 +910,45 @@ struct ClientStateMachine {
     mutating func cancelInvocation(_ id: String, now: Instant) -> [ClientAction] {
         guard invocations.isPending(id) else { return [] }
         if isConnected { actions.append(.write(UpstreamMessage.cancelInvocation(invocationID: id).encoded(), serial: nil)) }
-        finishInvocation(id, .failure(WebPubSubError(.invocationCancelled, "the invocation was cancelled", invocationID: id)))
+        finishInvocation(id, .failure(WebPubSubError(.invocationCancelled, "the invocation was cancelled", invocationID: id)), now)
         return flush()
     }
 
-    private mutating func invokeResponseReceived(_ id: String, success: Bool?, content: MessageContent?, error: ServiceErrorDetail?) {
+    private mutating func invokeResponseReceived(_ id: String, success: Bool?, content: MessageContent?, error: ServiceErrorDetail?, _ now: Instant) {
         guard invocations.isPending(id) else {
             log(.debug, "invokeResponse for no pending invocation", ["webpubsub.invocation_id": "\(id)"])
             return
         }
         switch success {
         case true?:
-            finishInvocation(id, .success(InvokeEventResult(invocationID: id, content: content)))
+            finishInvocation(id, .success(InvokeEventResult(invocationID: id, content: content)), now)
         case false?:
             finishInvocation(id, .failure(WebPubSubError(
                 .invocationFailed, "the invocation failed: \(error?.name ?? "")", invocationID: id,
-                errorName: error?.name, errorMessage: error?.message)))
+                errorName: error?.name, errorMessage: error?.message)), now)
         case nil:
-            finishInvocation(id, .failure(WebPubSubError(.invocationFailed, "unsupported invokeResponse (no success field)", invocationID: id)))
+            finishInvocation(id, .failure(WebPubSubError(.invocationFailed, "unsupported invokeResponse (no success field)", invocationID: id)), now)
         }
     }
 
-    private mutating func finishInvocation(_ id: String, _ result: Result<InvokeEventResult, WebPubSubError>) {
+    private mutating func finishInvocation(_ id: String, _ result: Result<InvokeEventResult, WebPubSubError>, _ now: Instant) {
         guard let entry = invocations.remove(id) else { return }
+        if instrumented {
+            let failure: WebPubSubError.Code? = if case .failure(let error) = result { error.code } else { nil }
+            record(.finished(.invokeEvent, latency: now.seconds(since: entry.submittedAt), failure: failure))
+        }
         actions.append(.completeInvocation(token: entry.token, result))
     }
 
-    private mutating func failAllInvocations(_ error: WebPubSubError) {
-        for id in invocations.allIDs { finishInvocation(id, .failure(error.withInvocationID(id))) }
+    private mutating func failAllInvocations(_ error: WebPubSubError, _ now: Instant) {
+        for id in invocations.allIDs { finishInvocation(id, .failure(error.withInvocationID(id)), now) }
     }
 
     // MARK: Output
+
+    private mutating func record(_ event: WebPubSubInstrumentationEvent) {
+        if instrumented { actions.append(.record(event)) }
+    }
 
     private mutating func log(_ level: Logger.Level, _ message: String, _ metadata: Logger.Metadata) {
         actions.append(.log(level, message, metadata))

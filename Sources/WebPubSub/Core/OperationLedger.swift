@@ -74,6 +74,8 @@ struct OperationLedger: Sendable {
         /// The caller's own deadline for the whole operation, if any.
         var overallDeadline: Instant?
         var lastError: WebPubSubError?
+        /// When the caller asked (for the latency metric).
+        var submittedAt: Instant
 
         var isFireAndForget: Bool { ackID == nil }
     }
@@ -105,7 +107,7 @@ struct OperationLedger: Sendable {
         nextSerial += 1
         let serial = nextSerial
         entries[serial] = Entry(serial: serial, origin: origin, kind: kind, ackID: ackID, frame: frame,
-                                deadline: now, overallDeadline: overallDeadline)
+                                deadline: now, overallDeadline: overallDeadline, submittedAt: now)
         if let ackID { ackIndex[ackID] = serial }
         if case .caller(let token) = origin { tokenIndex[token] = serial }
         if let overallDeadline { heap.push(overallDeadline, serial) }
@@ -221,6 +223,7 @@ struct InvocationLedger: Sendable {
     struct Entry: Equatable, Sendable {
         let token: UInt64
         let deadline: Instant
+        let submittedAt: Instant
     }
 
     private(set) var entries: [String: Entry] = [:]
@@ -234,8 +237,8 @@ struct InvocationLedger: Sendable {
 
     func isPending(_ id: String) -> Bool { entries[id] != nil }
 
-    mutating func add(_ id: String, token: UInt64, deadline: Instant) {
-        entries[id] = Entry(token: token, deadline: deadline)
+    mutating func add(_ id: String, token: UInt64, deadline: Instant, now: Instant) {
+        entries[id] = Entry(token: token, deadline: deadline, submittedAt: now)
     }
 
     mutating func remove(_ id: String) -> Entry? { entries.removeValue(forKey: id) }
