@@ -15,6 +15,10 @@ let swiftSettings: [SwiftSetting] = [
 // and `WebSocket` libraries do not. Both packages are used only under the `Emulator` trait (on by
 // default), so a consumer that depends on this package with `traits: []` resolves swift-log alone.
 let emulatorOnly: TargetDependencyCondition? = .when(traits: ["Emulator"])
+// The integrations each have a trait of their own, on by default here; a consumer that wants one
+// names it (`traits: ["ServiceLifecycle"]`), and resolves only that package besides swift-log.
+let metricsOnly: TargetDependencyCondition? = .when(traits: ["Metrics"])
+let lifecycleOnly: TargetDependencyCondition? = .when(traits: ["ServiceLifecycle"])
 
 let package = Package(
     name: "swift-webpubsub",
@@ -31,15 +35,22 @@ let package = Package(
         .executable(name: "autobahn-client", targets: ["autobahn-client"]),
         // A terminal client for a hub (the `wscat` habit).
         .executable(name: "webpubsub", targets: ["webpubsub-cli"]),
+        // Integrations, each behind its trait: swift-metrics counters and timers; a ServiceLifecycle Service.
+        .library(name: "WebPubSubMetrics", targets: ["WebPubSubMetrics"]),
+        .library(name: "WebPubSubServiceLifecycle", targets: ["WebPubSubServiceLifecycle"]),
     ],
     traits: [
         .trait(name: "Emulator", description: "The SwiftNIO emulator, the executables and their dependencies (SwiftNIO, swift-argument-parser)."),
-        .default(enabledTraits: ["Emulator"]),
+        .trait(name: "Metrics", description: "The WebPubSubMetrics product (swift-metrics)."),
+        .trait(name: "ServiceLifecycle", description: "The WebPubSubServiceLifecycle product (swift-service-lifecycle)."),
+        .default(enabledTraits: ["Emulator", "Metrics", "ServiceLifecycle"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         .systemLibrary(
@@ -105,6 +116,29 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "WebPubSubMetrics",
+            dependencies: ["WebPubSub", .product(name: "Metrics", package: "swift-metrics", condition: metricsOnly)],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "WebPubSubServiceLifecycle",
+            dependencies: [
+                "WebPubSub",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle", condition: lifecycleOnly),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The Docs/Integrations.md daemon example (run by WebPubSubServiceLifecycleTests).
+        .executableTarget(
+            name: "webpubsub-lifecycle-example",
+            dependencies: [
+                "WebPubSub", "WebPubSubServiceLifecycle",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle", condition: lifecycleOnly),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Runs webpubsub-emulator as a process for the demo and the benchmark (Foundation only).
         .target(
             name: "EmulatorLauncher",
@@ -150,6 +184,22 @@ let package = Package(
         .testTarget(
             name: "WebPubSubCLITests",
             dependencies: ["webpubsub-cli", "EmulatorLauncher", "TestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "WebPubSubMetricsTests",
+            dependencies: [
+                "WebPubSubMetrics", "WebPubSub", "WebPubSubEmulator", "TestSupport",
+                .product(name: "MetricsTestKit", package: "swift-metrics", condition: metricsOnly),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "WebPubSubServiceLifecycleTests",
+            dependencies: [
+                "WebPubSubServiceLifecycle", "WebPubSub", "WebPubSubEmulator", "TestSupport", "webpubsub-lifecycle-example",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle", condition: lifecycleOnly),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

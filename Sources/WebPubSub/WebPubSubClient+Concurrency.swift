@@ -146,8 +146,9 @@ public struct WebPubSubEvents<Event: Sendable>: AsyncSequence, Sendable {
         Iterator(EventChannel(client: client, type: type, capacity: bufferSize))
     }
 
-    /// Iterates the events; unsubscribes when it ends or is dropped.
-    public struct Iterator: AsyncIteratorProtocol {
+    /// Iterates the events; unsubscribes when it ends or is dropped. `Sendable`: its one stored
+    /// property is a `Sendable` class that owns the locked channel.
+    public struct Iterator: AsyncIteratorProtocol, Sendable {
         private let lifetime: EventChannel<Event>.Lifetime
 
         init(_ channel: EventChannel<Event>) { lifetime = EventChannel<Event>.Lifetime(channel) }

@@ -226,27 +226,7 @@ struct DocExamplesTests {
         }
     }
 
-    static func snippets(in source: String) -> [(String, String)] {
-        var result: [(String, String)] = []
-        var name: String?
-        var lines: [String] = []
-        for line in source.split(separator: "\n", omittingEmptySubsequences: false) {
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
-            if trimmed.hasPrefix("// snippet: ") {
-                name = String(trimmed.dropFirst("// snippet: ".count))
-                lines = []
-            } else if trimmed == "// end snippet", let n = name {
-                result.append((n, lines.joined(separator: "\n")))
-                name = nil
-            } else if name != nil {
-                lines.append(String(line))
-            }
-        }
-        return result
-    }
+    static func snippets(in source: String) -> [(String, String)] { DocSnippets.snippets(in: source) }
 
-    /// Lines trimmed of leading and trailing blanks, joined.
-    static func normalized(_ text: String) -> String {
-        text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.joined(separator: "\n")
-    }
+    static func normalized(_ text: String) -> String { DocSnippets.normalized(text) }
 }
