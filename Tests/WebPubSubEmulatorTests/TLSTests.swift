@@ -136,3 +136,62 @@ import TestSupport
         #expect(process.waitForExit(timeout: 10) == 0)
     }
 }
+
+/// The Entra ID token rules, without I/O.
+@Suite struct EntraIDTokenTests {
+    static let now = Date(timeIntervalSince1970: 1_800_000_000)
+
+    static func jwt(_ claims: [String: Any], alg: String = "RS256") -> String {
+        func part(_ object: [String: Any]) -> String {
+            Crypto.base64URLEncode([UInt8](try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])))
+        }
+        return part(["alg": alg, "typ": "JWT"]) + "." + part(claims) + "." + Crypto.base64URLEncode(Array("not a signature".utf8))
+    }
+
+    static let t = Int(now.timeIntervalSince1970)
+
+    /// exp / nbf as offsets from now (nil: absent); `expString` sends exp as a string.
+    struct Case: Sendable, CustomTestStringConvertible {
+        var exp: Int?
+        var nbf: Int? = nil
+        var expString = false
+        var extraAudience = false
+        var refusal: EntraIDToken.Refusal?
+        var testDescription: String { "exp \(exp.map(String.init) ?? "-") nbf \(nbf.map(String.init) ?? "-") → \(refusal.map { "\($0)" } ?? "accepted")" }
+    }
+
+    @Test(arguments: [
+        Case(exp: 3600, refusal: nil),
+        Case(exp: 60, extraAudience: true, refusal: nil),
+        Case(exp: -299, refusal: nil),  // within the 5 min skew
+        Case(exp: -301, refusal: .expired),
+        Case(exp: nil, refusal: .missingExpiry),
+        Case(exp: 60, nbf: 299, refusal: nil),
+        Case(exp: 3600, nbf: 301, refusal: .notYetValid),
+        Case(exp: 60, expString: true, refusal: nil),  // numbers as strings, as for access-key tokens
+    ])
+    func lifetime(_ c: Case) throws {
+        var claims: [String: Any] = ["aud": c.extraAudience ? ["other", EntraIDToken.audience] : EntraIDToken.audience]
+        if let exp = c.exp { claims["exp"] = c.expString ? "\(Self.t + exp)" as Any : Self.t + exp }
+        if let nbf = c.nbf { claims["nbf"] = Self.t + nbf }
+        let payload = try #require(EntraIDToken.payloadIfEntra(Self.jwt(claims)))
+        do {
+            try EntraIDToken.checkLifetime(payload, now: Self.now)
+            #expect(c.refusal == nil)
+        } catch {
+            #expect(error == c.refusal)
+        }
+    }
+
+    @Test func onlyTheWebPubSubAudienceIsAnEntraIDToken() {
+        #expect(EntraIDToken.payloadIfEntra(Self.jwt(["aud": "https://webpubsub.azure.com/", "exp": Self.t])) == nil)
+        #expect(EntraIDToken.payloadIfEntra(Self.jwt(["aud": "https://management.azure.com", "exp": Self.t])) == nil)
+        #expect(EntraIDToken.payloadIfEntra(Self.jwt(["aud": "http://localhost:8080/api/hubs/h/:send", "exp": Self.t])) == nil)
+        #expect(EntraIDToken.payloadIfEntra("not.a.jwt") == nil)
+        #expect(EntraIDToken.payloadIfEntra("") == nil)
+        // An access-key token (HS256) for the REST URL is not one, whatever its signature.
+        let key = AccessTokenCodec(accessKey: WebPubSubEmulator.defaultAccessKey)
+            .sign(AccessTokenClaims(audience: "http://localhost:8080/api/hubs/h/:send", expires: Self.t))
+        #expect(EntraIDToken.payloadIfEntra(key) == nil)
+    }
+}
