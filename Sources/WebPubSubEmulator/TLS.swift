@@ -129,13 +129,23 @@ final class TLSServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// How much plaintext one `SSL_read` may produce at most (a TLS record).
     private static let readChunk = 16 * 1024
 
-    init(context: TLSServerContext, logger: Logger) throws(TLSSetupError) {
+    /// Out of memory in OpenSSL: the connection is refused (the channel initializer fails and closes it).
+    struct SessionError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    init(context: TLSServerContext, logger: Logger) throws(SessionError) {
         guard let ssl = SSL_new(context.ctx) else {
-            throw TLSSetupError(file: "-", reason: "SSL_new failed: \(TLSServerContext.drainErrors())")
+            throw SessionError(description: "SSL_new failed: \(TLSServerContext.drainErrors())")
         }
-        guard let rbio = cssl_BIO_new_mem(), let wbio = cssl_BIO_new_mem() else {
+        guard let rbio = cssl_BIO_new_mem() else {
             SSL_free(ssl)
-            throw TLSSetupError(file: "-", reason: "BIO_new failed")
+            throw SessionError(description: "BIO_new failed")
+        }
+        guard let wbio = cssl_BIO_new_mem() else {
+            BIO_free(rbio)
+            SSL_free(ssl)
+            throw SessionError(description: "BIO_new failed")
         }
         SSL_set_bio(ssl, rbio, wbio)  // the SSL owns both BIOs now
         SSL_set_accept_state(ssl)
