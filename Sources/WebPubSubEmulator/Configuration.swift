@@ -104,6 +104,8 @@ extension WebPubSubEmulator {
         public var privateKeyFile: String
         /// A second listener's port for TLS (plain stays on ``Configuration/port``); nil: one TLS listener.
         public var port: Int?
+        /// How long a client may take from connecting to finishing the TLS handshake before it is closed.
+        public var handshakeTimeout: TimeInterval = 10
 
         /// Creates TLS settings.
         public init(certificateFile: String, privateKeyFile: String, port: Int? = nil) {

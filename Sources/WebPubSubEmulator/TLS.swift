@@ -101,6 +101,8 @@ final class TLSServerContext: @unchecked Sendable {
 ///   is logged at warning level with OpenSSL's reason and closes this connection only. Plain HTTP gets a
 ///   plain-text `400` first, so `curl http://` on the TLS port says what is wrong.
 /// - Plaintext written before the handshake completes is held and written after it, in order.
+/// - A client that does not finish the handshake within ``WebPubSubEmulator/Configuration/TLS/handshakeTimeout``
+///   (10 s) is logged and closed.
 /// - A graceful close sends `close_notify` first; a reset (the `drop` hook's `SO_LINGER` 0) does not.
 ///
 /// Confined to its channel's event loop (NIO calls every method there), so it needs no lock.
@@ -125,6 +127,8 @@ final class TLSServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Plaintext written while the handshake runs, with its promises.
     private var held: [(ByteBuffer, EventLoopPromise<Void>?)] = []
     private var sawCiphertext = false
+    private let handshakeTimeout: TimeAmount
+    private var handshakeTimer: Scheduled<Void>?
 
     /// How much plaintext one `SSL_read` may produce at most (a TLS record).
     private static let readChunk = 16 * 1024
@@ -134,7 +138,7 @@ final class TLSServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         var description: String
     }
 
-    init(context: TLSServerContext, logger: Logger) throws(SessionError) {
+    init(context: TLSServerContext, handshakeTimeout: TimeInterval, logger: Logger) throws(SessionError) {
         guard let ssl = SSL_new(context.ctx) else {
             throw SessionError(description: "SSL_new failed: \(TLSServerContext.drainErrors())")
         }
@@ -154,9 +158,38 @@ final class TLSServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.rbio = rbio
         self.wbio = wbio
         self.logger = logger
+        self.handshakeTimeout = .nanoseconds(Int64(max(0.001, handshakeTimeout) * 1e9))
     }
 
     deinit { SSL_free(ssl) }
+
+    // MARK: Handshake timeout
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { startHandshakeTimer(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        startHandshakeTimer(context)
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        handshakeTimer?.cancel()
+        handshakeTimer = nil
+    }
+
+    /// A client that connects and never finishes the handshake is closed after `handshakeTimeout`.
+    private func startHandshakeTimer(_ context: ChannelHandlerContext) {
+        guard handshakeTimer == nil, state == .handshaking else { return }
+        handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: handshakeTimeout) {
+            guard self.state == .handshaking else { return }
+            self.logger.warning("TLS handshake timed out; closing the connection", metadata: self.peer(context))
+            self.state = .closed
+            self.failHeld(ChannelError.ioOnClosedChannel)
+            context.close(promise: nil)
+        }
+    }
 
     // MARK: Inbound
 
@@ -190,6 +223,8 @@ final class TLSServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let r = SSL_do_handshake(ssl)
         if r == 1 {
             state = .open
+            handshakeTimer?.cancel()
+            handshakeTimer = nil
             var metadata = peer(context)
             metadata["tls.version"] = "\(String(cString: SSL_get_version(ssl)))"
             logger.trace("TLS handshake done", metadata: metadata)

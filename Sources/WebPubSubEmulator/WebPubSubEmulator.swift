@@ -165,7 +165,8 @@ public final class WebPubSubEmulator: Sendable {
 
     func initialize(_ channel: any Channel, tls: TLSServerContext? = nil) throws {
         if let tls {
-            try channel.pipeline.syncOperations.addHandler(TLSServerHandler(context: tls, logger: configuration.logger), name: "tls")
+            try channel.pipeline.syncOperations.addHandler(TLSServerHandler(
+                context: tls, handshakeTimeout: configuration.tls?.handshakeTimeout ?? 10, logger: configuration.logger), name: "tls")
         }
         let box = UpgradeBox()
         let server = self

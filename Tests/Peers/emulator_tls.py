@@ -333,6 +333,26 @@ def s_bad_handshakes():
         bystander_receives("at the end")
 
 
+def s_silent_client():
+    """A client that connects and never says a word is closed after the emulator's handshake timeout (the
+    caller sets a short one); a wss:// bystander keeps receiving."""
+    hub = hub_name("silent")
+    service = key_client(hub)
+    host, port = ENDPOINT.split("://", 1)[1].rsplit(":", 1)
+    with wss(service.get_client_access_token(user_id="bystander", groups=["g"])["url"]) as bystander:
+        recv_json(bystander)
+        with socket.create_connection((host, int(port)), timeout=20) as s:
+            try:
+                check(s.recv(4096) == b"", "the silent client got bytes")
+            except ConnectionError:
+                pass
+            except socket.timeout:
+                raise Failure("the silent client was not closed")
+        service.send_to_group("g", "still here", content_type="text/plain")
+        m = recv_until(bystander, lambda m: m.get("type") == "message", what="the bystander's message")
+        check(m.get("data") == "still here", f"bystander got {m}")
+
+
 SCENARIOS = {name[2:]: fn for name, fn in globals().items() if name.startswith("s_")}
 
 if __name__ == "__main__":

@@ -10,10 +10,12 @@ import TestSupport
     /// An in-process emulator with a plain and a TLS listener (both on free ports), with the test CA's
     /// `cert` certificate.
     func withTLSEmulator<T>(cert: String = "good", entraID: WebPubSubEmulator.EntraIDMode = .off,
-                            recorder: LogCapture = LogCapture(), _ body: (WebPubSubEmulator, TestCA) throws -> T) throws -> T {
+                            handshakeTimeout: TimeInterval = 10, recorder: LogCapture = LogCapture(),
+                            _ body: (WebPubSubEmulator, TestCA) throws -> T) throws -> T {
         let ca = try TestCA.shared.get()
         return try withEmulator(recorder: recorder, configure: {
             $0.tls = .init(certificateFile: ca.cert(cert), privateKeyFile: ca.key(cert), port: 0)
+            $0.tls?.handshakeTimeout = handshakeTimeout
             $0.entraID = entraID
         }) { try body($0, ca) }
     }
@@ -112,6 +114,15 @@ import TestSupport
         #expect(failures.count >= 3, "\(failures)")
     }
 
+    @Test func aClientThatNeverFinishesTheHandshakeIsClosed() throws {
+        let recorder = LogCapture()
+        let output = try withTLSEmulator(handshakeTimeout: 2, recorder: recorder) { emulator, ca in
+            try runTLSScenarios(emulator, ca, ["silent_client"])
+        }
+        #expect(expectPass(output, ["silent_client"]), "\(output.joined(separator: "\n"))")
+        #expect(recorder.contains("TLS handshake timed out"))
+    }
+
     @Test func executableServesTLSAndNamesABadFile() throws {
         let ca = try TestCA.shared.get()
         let executable = EmulatorTests.executable
@@ -134,6 +145,19 @@ import TestSupport
         try process.waitForLine(containing: "Entra ID mode accept-unvalidated", timeout: 5)
         kill(process.process.processIdentifier, SIGTERM)
         #expect(process.waitForExit(timeout: 10) == 0)
+
+        // TLS only (no --tls-port): the one listener speaks TLS, and the service SDK works against it.
+        let tlsOnly = try PeerProcess(executable, ["--port", "0", "--tls-cert", ca.cert("good"), "--tls-key", ca.key("good"),
+                                                   "--log-level", "warning"])
+        defer { tlsOnly.stop() }
+        let ready = try tlsOnly.waitForLine(containing: "Endpoint=", timeout: 20)
+        #expect(ready.hasPrefix("Endpoint=https://127.0.0.1:"), "\(ready)")
+        let peer = try PeerProcess.python("emulator_tls.py", [ready, ca.rootCert, "sdk_key"])
+        defer { peer.stop() }
+        #expect(peer.waitForExit(timeout: 60) == 0, "\(peer.output.joined(separator: "\n"))")
+        #expect(peer.output.contains("PASS sdk_key"), "\(peer.output.joined(separator: "\n"))")
+        kill(tlsOnly.process.processIdentifier, SIGTERM)
+        #expect(tlsOnly.waitForExit(timeout: 10) == 0)
     }
 }
 
