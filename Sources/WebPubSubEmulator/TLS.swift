@@ -76,6 +76,10 @@ final class TLSServerContext: @unchecked Sendable {
             throw TLSSetupError(file: privateKeyFile, reason: "the key does not match the certificate \(certificateFile) (\(why))")
         }
         cssl_SSL_CTX_select_alpn_http11(ctx)
+        // No TLS 1.3 session tickets (nothing resumes sessions here). A ticket arrives after the handshake,
+        // just when a client sends its first request; clients that read and write one SSL object from two
+        // threads (Python's websockets sync client does) can then hang.
+        _ = SSL_CTX_set_num_tickets(ctx, 0)
         self.ctx = ctx
     }
 
