@@ -7,7 +7,7 @@ BIN        := .build/debug
 # The Swift tests find the Python peers through this variable.
 export WPS_PYTHON := $(PY)
 
-.PHONY: all build venv test test-swift test-tsan leaks demo chaos soak emulator emulator-load conformance conformance-ci bench consumer clean
+.PHONY: all build venv test test-swift test-tsan leaks demo chaos soak emulator emulator-tls emulator-load conformance conformance-ci bench consumer docs clean
 
 all: build
 
@@ -69,6 +69,15 @@ soak:
 ## The emulator on Microsoft's defaults (port 8080).
 emulator:
 	$(SWIFT) run webpubsub-emulator
+
+## The emulator with TLS: a throwaway CA and leaf (openssl, kept in .build/emulator-tls while valid), plain
+## http/ws on 8080 and https/wss on 8443; prints how to trust the CA. More options: EMULATOR_ARGS="--entra-id accept-unvalidated".
+EMULATOR_TLS := .build/emulator-tls
+emulator-tls:
+	$(SWIFT) build --product webpubsub-emulator
+	sh Scripts/emulator-tls-ca.sh $(EMULATOR_TLS)
+	$(BIN)/webpubsub-emulator --port 8080 --tls-port 8443 \
+	  --tls-cert $(EMULATOR_TLS)/localhost.crt --tls-key $(EMULATOR_TLS)/localhost.key $(EMULATOR_ARGS)
 
 ## The emulator's loopback fan-out rate (release build), reliable and plain JSON receivers.
 emulator-load:

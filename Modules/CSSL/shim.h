@@ -73,4 +73,26 @@ static inline int cssl_sha1(const void *data, size_t len, unsigned char *out) {
     return EVP_Digest(data, len, out, &outLen, EVP_sha1(), NULL);
 }
 
+static inline int cssl_SSL_FILETYPE_PEM(void) { return SSL_FILETYPE_PEM; }
+
+/// Server side (the emulator): the ALPN callback choosing "http/1.1" when the client offers it; a client
+/// that offers only other protocols gets no ALPN answer (the handshake goes on, as with most servers).
+static inline int cssl_alpn_select_http11(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                                          const unsigned char *in, unsigned int inlen, void *arg) {
+    static const unsigned char http11[] = "\x08http/1.1";
+    unsigned char *selected = NULL;
+    (void)ssl;
+    (void)arg;
+    if (SSL_select_next_proto(&selected, outlen, http11, sizeof(http11) - 1, in, inlen) == OPENSSL_NPN_NEGOTIATED) {
+        *out = selected;
+        return SSL_TLSEXT_ERR_OK;
+    }
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
+/// Installs ``cssl_alpn_select_http11`` on a server context.
+static inline void cssl_SSL_CTX_select_alpn_http11(SSL_CTX *ctx) {
+    SSL_CTX_set_alpn_select_cb(ctx, cssl_alpn_select_http11, NULL);
+}
+
 #endif

@@ -75,6 +75,10 @@ extension WebPubSubEmulator {
         /// several loops, a publisher on one loop can keep a receiver's loop busy with writes long enough that
         /// the acks sit unread and a reliable connection that acked in time overflows its 1,000-message buffer.
         public var threads: Int = 1
+        /// TLS for the client endpoint and the REST API (`https://`, `wss://`); nil serves plain `http://` only.
+        public var tls: TLS?
+        /// Whether REST calls accept Microsoft Entra ID bearer tokens (off by default).
+        public var entraID: EntraIDMode = .off
 
         /// Creates a configuration with the defaults of Microsoft's emulator.
         public init(host: String = "127.0.0.1", port: Int = 8080, accessKey: String = WebPubSubEmulator.defaultAccessKey,
@@ -85,5 +89,42 @@ extension WebPubSubEmulator {
             self.eventHandlers = eventHandlers
             self.logger = logger
         }
+    }
+
+    /// The TLS listener: a PEM certificate chain (leaf first) and its PEM private key.
+    ///
+    /// With ``port`` nil the emulator listens with TLS only, on ``Configuration/port``. With a port (0 picks a free
+    /// one) it listens on both: plain on ``Configuration/port`` and TLS on this one. Either way
+    /// ``WebPubSubEmulator/endpoint``, the connection string and the client access URLs it mints use
+    /// `https://` / `wss://`.
+    public struct TLS: Sendable, Equatable {
+        /// The certificate chain file (PEM), leaf first.
+        public var certificateFile: String
+        /// The private key file (PEM) of the leaf.
+        public var privateKeyFile: String
+        /// A second listener's port for TLS (plain stays on ``Configuration/port``); nil: one TLS listener.
+        public var port: Int?
+        /// How long a client may take from connecting to finishing the TLS handshake before it is closed.
+        public var handshakeTimeout: TimeInterval = 10
+
+        /// Creates TLS settings.
+        public init(certificateFile: String, privateKeyFile: String, port: Int? = nil) {
+            self.certificateFile = certificateFile
+            self.privateKeyFile = privateKeyFile
+            self.port = port
+        }
+    }
+
+    /// How REST calls (and so `:generateToken`) treat Microsoft Entra ID bearer tokens: JWTs whose `aud` is
+    /// `https://webpubsub.azure.com`, the audience of the `https://webpubsub.azure.com/.default` scope that the
+    /// Azure SDKs request.
+    public enum EntraIDMode: String, Sendable, Equatable, CaseIterable {
+        /// Refused with 401, like every token not signed with the access key (the default).
+        case off
+        /// Accepted from any issuer when the audience and lifetime fit (`exp` required, `nbf` honoured, 5 min
+        /// skew), **without checking the signature**, the issuer, the tenant or any role: anyone who can reach
+        /// the emulator can call its REST API. As Microsoft's emulator's `AllowUnvalidatedEntraTokens`. Logged
+        /// as a warning at start.
+        case acceptUnvalidated = "accept-unvalidated"
     }
 }

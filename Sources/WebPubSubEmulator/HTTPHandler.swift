@@ -27,14 +27,17 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     let server: WebPubSubEmulator
     let box: UpgradeBox
+    /// The socket is a TLS one (for `https` in minted URLs).
+    let secure: Bool
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var tooLarge = false
     static let maxBody = 16 * 1024 * 1024
 
-    init(server: WebPubSubEmulator, box: UpgradeBox) {
+    init(server: WebPubSubEmulator, box: UpgradeBox, secure: Bool = false) {
         self.server = server
         self.box = box
+        self.secure = secure
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -59,7 +62,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func respond(_ head: HTTPRequestHead) -> HTTPResult {
-        let target = RequestTarget(head.uri)
+        var target = RequestTarget(head.uri)
+        target.secure = secure
         if case .some = WebPubSubEmulator.clientHub(target) {
             // A client-endpoint request that was not upgraded.
             defer { box.decision = .none }

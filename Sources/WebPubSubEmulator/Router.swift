@@ -38,12 +38,9 @@ extension WebPubSubEmulator {
             return .error(.unauthorized, "Unauthorized", "Missing bearer token.")
         }
         let host = head.headers.first(name: "Host") ?? "localhost"
-        do {
-            _ = try state.tokens.verifiedPayloadAndAudience(String(auth.dropFirst(7)).trimmingCharacters(in: .whitespaces)) {
-                Audience.matchesREST(aud: $0, host: host, uri: head.uri)
-            }
-        } catch {
-            return .error(.unauthorized, "Unauthorized", "Invalid bearer token (\(error)).")
+        if let refused = authorizeREST(bearer: String(auth.dropFirst(7)).trimmingCharacters(in: .whitespaces), host: host,
+                                       uri: head.uri) {
+            return refused
         }
         guard let version = t.first("api-version"), !version.isEmpty else {
             return .error(.badRequest, "BadRequest", "The api-version query parameter is required.")
@@ -107,7 +104,7 @@ extension WebPubSubEmulator {
             }
             let now = Int(Date().timeIntervalSince1970)
             let token = state.tokens.sign(AccessTokenClaims(
-                audience: "http://\(host.lowercased())\(path)\(hub)", expires: now + minutes * 60, issuedAt: now,
+                audience: "\(t.scheme)://\(host.lowercased())\(path)\(hub)", expires: now + minutes * 60, issuedAt: now,
                 userID: t.first("userId"), roles: t.all("role"), groups: t.all("group")))
             return .json(.ok, "{\"token\":\(JSONScanner.quoted(token))}")
         case (.POST, 1, ":addToGroups"?), (.POST, 1, ":removeFromGroups"?):
@@ -210,7 +207,7 @@ extension WebPubSubEmulator {
             var q = "api-version=\(t.first("api-version") ?? "2024-12-01")&maxpagesize=\(pageSize)&continuationToken=\(end)"
             if let top { q += "&top=\(top)" }
             let g = group.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))) ?? group
-            json += ",\"nextLink\":\(JSONScanner.quoted("http://\(host)/api/hubs/\(hub)/groups/\(g)/connections?\(q)"))"
+            json += ",\"nextLink\":\(JSONScanner.quoted("\(t.scheme)://\(host)/api/hubs/\(hub)/groups/\(g)/connections?\(q)"))"
         }
         return .json(.ok, json + "}")
     }

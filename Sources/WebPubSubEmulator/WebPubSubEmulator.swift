@@ -22,6 +22,9 @@ public final class WebPubSubEmulator: Sendable {
         var group: MultiThreadedEventLoopGroup
         var listener: any Channel
         var port: Int
+        /// The TLS listener beside the plain one (``Configuration/TLS/port`` set).
+        var tlsListener: (any Channel)?
+        var tlsPort: Int?
     }
     private let runtime = NIOLockedValueBox<Runtime?>(nil)
 
@@ -31,8 +34,13 @@ public final class WebPubSubEmulator: Sendable {
         self.state = ServiceState(configuration: configuration)
     }
 
-    /// Binds the listener. ``port`` is valid afterwards.
+    /// Binds the listener (or both listeners, see ``Configuration/TLS``). ``port`` is valid afterwards.
+    ///
+    /// Throws ``TLSSetupError`` naming the file when a TLS certificate or key is missing, unreadable or invalid.
     public func start() throws {
+        let tls = try configuration.tls.map { tls throws(TLSSetupError) in
+            try TLSServerContext(certificateFile: tls.certificateFile, privateKeyFile: tls.privateKeyFile)
+        }
         try runtime.withLockedValue { rt in
             precondition(rt == nil, "WebPubSubEmulator.start() called twice")
             let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
@@ -43,19 +51,35 @@ public final class WebPubSubEmulator: Sendable {
                 origin: Self.urlHost(configuration.host), timeout: configuration.eventHandlerTimeout,
                 logger: configuration.logger, state: state)
             let server = self
-            let bootstrap = ServerBootstrap(group: group)
-                .serverChannelOption(ChannelOptions.backlog, value: 1024)
-                .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-                .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture { try server.initialize(channel) }
-                }
+            func bootstrap(_ tls: TLSServerContext?) -> ServerBootstrap {
+                ServerBootstrap(group: group)
+                    .serverChannelOption(ChannelOptions.backlog, value: 1024)
+                    .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                    .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                    .childChannelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture { try server.initialize(channel, tls: tls) }
+                    }
+            }
+            var bound: [any Channel] = []
             do {
-                let listener = try bootstrap.bind(host: configuration.host, port: configuration.port).wait()
+                // TLS only (no TLS port), or plain on `port` and TLS on the TLS port.
+                let tlsBeside = configuration.tls?.port
+                let listener = try bootstrap(tlsBeside == nil ? tls : nil).bind(host: configuration.host, port: configuration.port).wait()
+                bound.append(listener)
                 let port = listener.localAddress?.port ?? configuration.port
-                rt = Runtime(group: group, listener: listener, port: port)
-                configuration.logger.info("listening", metadata: ["endpoint": "\(Self.endpoint(configuration.host, port))"])
+                var runtime = Runtime(group: group, listener: listener, port: port)
+                if let tlsBeside, let tls {
+                    let tlsListener = try bootstrap(tls).bind(host: configuration.host, port: tlsBeside).wait()
+                    bound.append(tlsListener)
+                    runtime.tlsListener = tlsListener
+                    runtime.tlsPort = tlsListener.localAddress?.port ?? tlsBeside
+                } else if tls != nil {
+                    runtime.tlsPort = port
+                }
+                rt = runtime
+                logStart(runtime)
             } catch {
+                for channel in bound { try? channel.close().wait() }
                 try? group.syncShutdownGracefully()
                 throw error
             }
@@ -68,6 +92,7 @@ public final class WebPubSubEmulator: Sendable {
         guard let rt = runtime.withLockedValue({ rt -> Runtime? in defer { rt = nil }; return rt }) else { return }
         state.closeEverything()
         try? rt.listener.close().wait()
+        try? rt.tlsListener?.close().wait()
         // Let close frames go out, then stop.
         Thread.sleep(forTimeInterval: 0.05)
         try? rt.group.syncShutdownGracefully()
@@ -78,16 +103,29 @@ public final class WebPubSubEmulator: Sendable {
         if let rt = runtime.withLockedValue({ $0 }) { try? rt.group.syncShutdownGracefully() }
     }
 
-    /// The bound port (the configured one before ``start()``).
+    /// The bound port (the configured one before ``start()``): the plain listener's, or the TLS listener's when
+    /// it is the only one.
     public var port: Int { runtime.withLockedValue { $0?.port } ?? configuration.port }
 
-    /// `http://HOST:PORT`.
-    public var endpoint: String { Self.endpoint(configuration.host, port) }
+    /// The TLS listener's port once started with ``Configuration/tls`` (the same as ``port`` without a TLS port).
+    public var tlsPort: Int? { runtime.withLockedValue { $0?.tlsPort } }
 
-    /// `Endpoint=http://HOST:PORT;AccessKey=...;Version=1.0;`.
+    /// `https://HOST:TLSPORT` with TLS, else `http://HOST:PORT`.
+    public var endpoint: String {
+        if let tlsPort { return Self.endpoint(configuration.host, tlsPort, secure: true) }
+        return Self.endpoint(configuration.host, port, secure: configuration.tls != nil && configuration.tls?.port == nil)
+    }
+
+    /// `http://HOST:PORT` when there is a plain listener (no TLS, or TLS on a port of its own), else nil.
+    public var plainEndpoint: String? {
+        guard configuration.tls == nil || configuration.tls?.port != nil else { return nil }
+        return Self.endpoint(configuration.host, port)
+    }
+
+    /// `Endpoint=http(s)://HOST:PORT;AccessKey=...;Version=1.0;` (the TLS endpoint when there is one).
     public var connectionString: String { "Endpoint=\(endpoint);AccessKey=\(configuration.accessKey);Version=1.0;" }
 
-    /// A client access URL `ws://HOST:PORT/client/hubs/HUB?access_token=...` signed with the access key.
+    /// A client access URL `ws(s)://HOST:PORT/client/hubs/HUB?access_token=...` signed with the access key.
     public func clientAccessURL(hub: String, userID: String? = nil, roles: [String] = [], groups: [String] = [],
                                 expiresIn: TimeInterval = 3600) -> URL {
         URL(string: Self.clientAccessURL(endpoint: endpoint, accessKey: configuration.accessKey, hub: hub,
@@ -119,11 +157,17 @@ public final class WebPubSubEmulator: Sendable {
         }
     }
 
-    static func endpoint(_ host: String, _ port: Int) -> String { "http://\(urlHost(host)):\(port)" }
+    static func endpoint(_ host: String, _ port: Int, secure: Bool = false) -> String {
+        "\(secure ? "https" : "http")://\(urlHost(host)):\(port)"
+    }
 
     // MARK: - Pipeline
 
-    func initialize(_ channel: any Channel) throws {
+    func initialize(_ channel: any Channel, tls: TLSServerContext? = nil) throws {
+        if let tls {
+            try channel.pipeline.syncOperations.addHandler(TLSServerHandler(
+                context: tls, handshakeTimeout: configuration.tls?.handshakeTimeout ?? 10, logger: configuration.logger), name: "tls")
+        }
         let box = UpgradeBox()
         let server = self
         let upgrader = NIOWebSocketServerUpgrader(
@@ -135,7 +179,7 @@ public final class WebPubSubEmulator: Sendable {
             withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
                 context.pipeline.removeHandler(name: "http", promise: nil)
             }))
-        try channel.pipeline.syncOperations.addHandler(HTTPHandler(server: self, box: box), name: "http")
+        try channel.pipeline.syncOperations.addHandler(HTTPHandler(server: self, box: box, secure: tls != nil), name: "http")
     }
 }
 
@@ -170,6 +214,10 @@ struct RequestTarget {
     var path: String
     var segments: [String]  // percent-decoded
     var query: [(String, String)]
+    /// Whether the request came over TLS.
+    var secure = false
+    /// `https` over TLS, else `http`.
+    var scheme: String { secure ? "https" : "http" }
 
     init(_ uri: String) {
         let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)

@@ -35,8 +35,23 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("outbound-buffer-bytes"),
             help: "Bytes that may wait for a client that does not read before it is closed with 1008 SlowClient.")
     var outboundBufferBytes = 16 << 20
+    @Option(name: .customLong("tls-cert"), help: "PEM certificate chain (leaf first): serve https:// and wss://.")
+    var tlsCert: String?
+    @Option(name: .customLong("tls-key"), help: "PEM private key of --tls-cert.")
+    var tlsKey: String?
+    @Option(name: .customLong("tls-port"),
+            help: "Serve TLS on this port and plain http on --port; without it, --port serves TLS only (0 picks a free port).")
+    var tlsPort: Int?
+    @Option(name: .customLong("entra-id"),
+            help: "off, or accept-unvalidated: REST calls accept Microsoft Entra ID bearer tokens (audience and lifetime checked, signature NOT).")
+    var entraID = "off"
 
     func validate() throws {
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together.") }
+        guard tlsPort == nil || tlsCert != nil else { throw ValidationError("--tls-port needs --tls-cert and --tls-key.") }
+        guard WebPubSubEmulator.EntraIDMode(rawValue: entraID) != nil else {
+            throw ValidationError("--entra-id must be off or accept-unvalidated, got '\(entraID)'.")
+        }
         guard outboundBufferBytes >= 1024 else { throw ValidationError("--outbound-buffer-bytes must be at least 1024.") }
         guard accessKey.utf8.count >= 32, !accessKey.contains(";"), !accessKey.contains(where: { $0.isASCII && $0.asciiValue! < 32 }) else {
             throw ValidationError("--access-key must be at least 32 bytes, without ';' or control characters.")
@@ -59,8 +74,18 @@ struct Serve: ParsableCommand {
         config.threads = threads
         config.reliableBufferLimits.maxMessages = reliableBufferMessages
         config.outboundBufferLimit = outboundBufferBytes
+        if let tlsCert, let tlsKey {
+            config.tls = .init(certificateFile: tlsCert, privateKeyFile: tlsKey, port: tlsPort)
+        }
+        config.entraID = WebPubSubEmulator.EntraIDMode(rawValue: entraID) ?? .off
         let emulator = WebPubSubEmulator(configuration: config)
-        try emulator.start()
+        do {
+            try emulator.start()
+        } catch let error as TLSSetupError {
+            // A bad certificate or key: one clear line naming the file, exit 1 (no usage text).
+            FileHandle.standardError.write(Data("webpubsub-emulator: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
 
         let done = DispatchSemaphore(value: 0)
         var sources: [any DispatchSourceSignal] = []

@@ -17,10 +17,17 @@ final class EmulatorFixture: @unchecked Sendable {  // immutable after init; the
     /// The Python upstream event handler (`Tests/Peers/upstream_echo.py`), when asked for.
     let upstream: PeerProcess?
 
-    /// - Parameter upstream: also start an upstream event handler: user event `echo` answers with
-    ///   the request body (a server message back to the caller); other events get 204.
-    init(hub: String = "hub", upstream: Bool = false) throws {
+    /// - Parameters:
+    ///   - upstream: also start an upstream event handler: user event `echo` answers with
+    ///     the request body (a server message back to the caller); other events get 204.
+    ///   - tls: also listen with TLS (`TestCA`'s certificate of that name, free port): ``url(userID:roles:groups:)``
+    ///     is then `wss://`; hooks and REST calls from Swift still go to the plain listener.
+    init(hub: String = "hub", upstream: Bool = false, tls: String? = nil) throws {
         var configuration = WebPubSubEmulator.Configuration()
+        if let tls {
+            let ca = try TestCA.shared.get()
+            configuration.tls = .init(certificateFile: ca.cert(tls), privateKeyFile: ca.key(tls), port: 0)
+        }
         if upstream {
             let peer = try PeerProcess.python("upstream_echo.py")
             let port = try peer.value(after: "LISTENING ", timeout: 15)
@@ -83,7 +90,7 @@ final class EmulatorFixture: @unchecked Sendable {  // immutable after init; the
 
     func http(_ method: String, _ path: String, body: Data? = nil, contentType: String? = nil,
               bearer: Bool = false) throws -> HTTPResponse {
-        let url = URL(string: emulator.endpoint + path)!
+        let url = URL(string: (emulator.plainEndpoint ?? emulator.endpoint) + path)!
         var request = URLRequest(url: url, timeoutInterval: 10)
         request.httpMethod = method
         request.httpBody = body
