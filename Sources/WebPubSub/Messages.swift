@@ -1,7 +1,7 @@
 import Foundation
 
 //===----------------------------------------------------------------------===//
-// The JSON subprotocol messages (CLIENT_PROTOCOL.md §2): what the client writes
+// The JSON subprotocol messages (Docs/Protocol.md): what the client writes
 // and what it reads.
 //===----------------------------------------------------------------------===//
 

@@ -28,7 +28,7 @@ def main() -> int:
 
     protocol = WebPubSubProtocolType.JSON if args.protocol == "json" else WebPubSubProtocolType.JSON_RELIABLE
     # Short start/ack timeouts: Python 1.1.0 can miss the wakeup of open() and of an ack wait (it
-    # notifies before the waiter waits: defect P2 in CLIENT_PROTOCOL.md §9.2) and then sleeps the
+    # notifies before the waiter waits: defect P2 in Docs/Protocol.md) and then sleeps the
     # whole timeout before it sees that it is connected / acked. Against a fast local emulator that
     # happens often; 3 s bounds the stall.
     client = WebPubSubClient(args.url, protocol_type=protocol, message_retry_total=1, start_timeout=3, ack_timeout=3)
