@@ -4,6 +4,8 @@ PYTHON3    ?= python3
 VENV       := .venv
 PY         := $(abspath $(VENV))/bin/python
 BIN        := .build/debug
+# The test suites written with async/await (see `test`).
+ASYNC_SUITES := ConcurrencyTests|ConcurrencyDocExamplesTests|MetricsTests|ServiceLifecycleTests
 # The Swift tests find the Python peers through this variable.
 export WPS_PYTHON := $(PY)
 
@@ -25,7 +27,10 @@ $(VENV)/.stamp: Tests/Peers/requirements.txt
 test: venv
 	$(SWIFT) build --build-tests
 	# WebSocketTests count the process's descriptors and threads: run them in a process of their own.
-	$(SWIFT) test --skip-build --skip WebSocketTests
+	# The async suites run apart from the blocking ones, which park threads of the cooperative pool
+	# (2 on this machine) while they wait: an async test beside them could starve for seconds.
+	$(SWIFT) test --skip-build --skip WebSocketTests --skip "$(ASYNC_SUITES)"
+	$(SWIFT) test --skip-build --filter "$(ASYNC_SUITES)"
 	WPS_ISOLATED=1 $(SWIFT) test --skip-build --filter WebSocketTests
 	$(MAKE) conformance-ci
 	$(MAKE) consumer
@@ -112,3 +117,13 @@ consumer:
 
 clean:
 	rm -rf .build .build-tsan .build-asan Examples/Consumer/.build $(VENV)
+
+## The DocC catalog of WebPubSub (Sources/WebPubSub/Documentation.docc), warnings as errors; output in .build/docs.
+docs:
+	$(SWIFT) package dump-symbol-graph --minimum-access-level public >/dev/null
+	rm -rf .build/docs-symbols && mkdir -p .build/docs-symbols
+	cp .build/*/symbolgraph/WebPubSub.symbols.json .build/*/symbolgraph/WebPubSub@*.symbols.json .build/docs-symbols/ 2>/dev/null || true
+	docc convert Sources/WebPubSub/Documentation.docc --additional-symbol-graph-dir .build/docs-symbols \
+	  --fallback-display-name WebPubSub --fallback-bundle-identifier org.swift-webpubsub.WebPubSub \
+	  --output-dir .build/docs --warnings-as-errors
+	@echo "docs: .build/docs (docc preview: docc preview Sources/WebPubSub/Documentation.docc --additional-symbol-graph-dir .build/docs-symbols)"

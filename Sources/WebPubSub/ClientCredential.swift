@@ -157,7 +157,7 @@ public struct WebPubSubClientCredential: Sendable, CustomStringConvertible {
 }
 
 extension WebPubSubClient {
-    /// Creates a client that mints a fresh client access URL from `credential` on ``open()`` and on
+    /// Creates a client that mints a fresh client access URL from `credential` on `open()` and on
     /// every reconnect (never on a recovery).
     ///
     /// ```swift

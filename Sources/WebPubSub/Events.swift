@@ -15,7 +15,7 @@ public struct DisconnectedEvent: Sendable, Hashable {
     /// The `message` of the service's last `disconnected` message on that connection, if any.
     public var message: String?
     /// The close code of the socket that ended the connection (1006 when it was lost without a
-    /// close frame; 1000 after ``WebPubSubClient/close()``), when a socket had opened.
+    /// close frame; 1000 after `close()`), when a socket had opened.
     public var closeCode: UInt16?
     /// The close reason the peer sent with ``closeCode``, if any.
     public var closeReason: String?

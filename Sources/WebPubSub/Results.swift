@@ -12,7 +12,7 @@ public struct WebPubSubResult: Sendable, Hashable {
     }
 }
 
-/// The answer to ``WebPubSubClient/invokeEvent(_:_:invocationID:timeout:)``.
+/// The answer to `invokeEvent(_:_:invocationID:timeout:)`.
 public struct InvokeEventResult: Sendable, Hashable {
     /// The invocation id.
     public var invocationID: String

@@ -66,6 +66,7 @@ extension WebPubSubClient {
     ///
     /// Transient failures are retried with the same ack id; `Duplicate` counts as success.
     /// - Parameters:
+    ///   - group: the group (1 to 1024 bytes of UTF-8).
     ///   - ackID: the ack id to use; by default a fresh one.
     ///   - timeout: a deadline for the whole operation, retries included, in seconds; past it the call
     ///     fails with `.timedOut`. By default none (each attempt is bounded by the ack time-out).
@@ -86,7 +87,10 @@ extension WebPubSubClient {
     }
 
     /// Leaves `group` and waits for the service's ack; the group is no longer rejoined.
-    /// - Parameter timeout: a deadline for the whole operation, in seconds (`.timedOut` past it).
+    /// - Parameters:
+    ///   - group: the group.
+    ///   - ackID: the ack id to use; by default a fresh one.
+    ///   - timeout: a deadline for the whole operation, in seconds (`.timedOut` past it).
     /// - Throws: ``WebPubSubError``.
     @available(*, noasync, message: "blocks the thread: use the async overload")
     @discardableResult
@@ -105,6 +109,8 @@ extension WebPubSubClient {
     /// Publishes `content` to `group` and waits for the service's ack.
     ///
     /// - Parameters:
+    ///   - group: the group.
+    ///   - content: what to send.
     ///   - noEcho: do not deliver the message back to this connection.
     ///   - fireAndForget: send without an ack id and return once written (no ack).
     ///   - ackID: the ack id to use (e.g. the one from an earlier failed call, so the service
@@ -130,7 +136,12 @@ extension WebPubSubClient {
     }
 
     /// Sends event `event` to the service's upstream handler and waits for the ack.
-    /// - Parameter timeout: a deadline for the whole operation, in seconds (`.timedOut` past it).
+    /// - Parameters:
+    ///   - event: the event name.
+    ///   - content: what to send.
+    ///   - fireAndForget: send without an ack id and return once written.
+    ///   - ackID: the ack id to use; by default a fresh one.
+    ///   - timeout: a deadline for the whole operation, in seconds (`.timedOut` past it).
     /// - Throws: ``WebPubSubError``.
     @available(*, noasync, message: "blocks the thread: use the async overload")
     @discardableResult
@@ -151,6 +162,8 @@ extension WebPubSubClient {
     /// Invokes event `event` on the service's upstream and waits for its response (request and
     /// response, as in the JavaScript client). Not retried; fails when the connection drops.
     /// - Parameters:
+    ///   - event: the upstream event name.
+    ///   - content: the request body.
     ///   - invocationID: the id to use; by default "1", "2", …
     ///   - timeout: how long to wait, in seconds; by default the ack timeout. On time-out a
     ///     `cancelInvocation` is sent.
@@ -186,7 +199,7 @@ extension WebPubSubClient {
     }
 }
 
-/// Cancels an operation started with a completion-handler form (``WebPubSubClient/sendToGroup(_:_:noEcho:fireAndForget:ackID:timeout:completion:)`` and the others).
+/// Cancels an operation started with a completion-handler form (`sendToGroup(_:_:noEcho:fireAndForget:ackID:timeout:completion:)` and the others).
 ///
 /// Cancelling an operation that was not sent yet sends nothing; one that was sent is forgotten (the
 /// service may still carry it out: retrying with the same ack id is safe). Either way its completion

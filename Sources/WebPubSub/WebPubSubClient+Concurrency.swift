@@ -25,14 +25,14 @@ extension WebPubSubClient {
         try result.get()
     }
 
-    /// Closes the connection and returns once the client has stopped (see ``close()``).
+    /// Closes the connection and returns once the client has stopped (see `close()`).
     public func close() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             enqueue { client in client.startClose { continuation.resume() } }
         }
     }
 
-    /// Joins `group`; returns once the service acked (see ``joinGroup(_:ackID:timeout:)``).
+    /// Joins `group`; returns once the service acked (see `joinGroup(_:ackID:timeout:)`).
     ///
     /// Cancelling the task cancels the operation: if it was not sent yet, nothing is sent; if it was,
     /// the service may still carry it out (retrying with the same ack id is safe). Either way this
@@ -43,14 +43,14 @@ extension WebPubSubClient {
         try await operation(.joinGroup(group), ackID: ackID, fireAndForget: false, timeout: timeout)
     }
 
-    /// Leaves `group`; returns once the service acked. Cancellation as for ``joinGroup(_:ackID:timeout:)-async``.
+    /// Leaves `group`; returns once the service acked. Cancellation as for `joinGroup(_:ackID:timeout:)`.
     @discardableResult
     public func leaveGroup(_ group: String, ackID: UInt64? = nil, timeout: TimeInterval? = nil) async throws -> WebPubSubResult {
         try await operation(.leaveGroup(group), ackID: ackID, fireAndForget: false, timeout: timeout)
     }
 
     /// Publishes `content` to `group`; returns once the service acked (or, `fireAndForget`, once
-    /// written). Cancellation as for ``joinGroup(_:ackID:timeout:)-async``.
+    /// written). Cancellation as for `joinGroup(_:ackID:timeout:)`.
     @discardableResult
     public func sendToGroup(_ group: String, _ content: MessageContent, noEcho: Bool = false, fireAndForget: Bool = false,
                             ackID: UInt64? = nil, timeout: TimeInterval? = nil) async throws -> WebPubSubResult {
@@ -58,7 +58,7 @@ extension WebPubSubClient {
     }
 
     /// Sends event `event` to the upstream; returns once the service acked. Cancellation as for
-    /// ``joinGroup(_:ackID:timeout:)-async``.
+    /// `joinGroup(_:ackID:timeout:)`.
     @discardableResult
     public func sendEvent(_ event: String, _ content: MessageContent, fireAndForget: Bool = false,
                           ackID: UInt64? = nil, timeout: TimeInterval? = nil) async throws -> WebPubSubResult {

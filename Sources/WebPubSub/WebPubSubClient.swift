@@ -18,20 +18,20 @@ import WebSocket
 /// queue, which also runs its socket and its one timer. Callbacks and completion handlers run one at
 /// a time, in the order things happened, on ``WebPubSubClientOptions/callbackQueue``. The blocking
 /// calls (`open`, `joinGroup`, `sendToGroup`, …) may be made from any thread, a callback included;
-/// ``close()`` never deadlocks.
+/// `close()` never deadlocks.
 ///
-/// This class is the thin shell around ``ClientStateMachine`` (Core/), which takes every decision:
+/// This class is the thin shell around `ClientStateMachine` (Core/), which takes every decision:
 /// the shell feeds it events with the time, and carries out the actions it returns.
 public final class WebPubSubClient: @unchecked Sendable {
     // Every mutable stored property is confined to `queue` (checked with dispatchPrecondition);
     // `backlog` is a locked box shared with the callback queue.
 
     /// Returns a fresh client access URL (`wss://…/client/hubs/HUB?access_token=…`). Called on
-    /// ``open()`` and before every reconnect, never for a recovery. It may block; it never runs on the
+    /// `open()` and before every reconnect, never for a recovery. It may block; it never runs on the
     /// client's queue.
     public typealias Credential = @Sendable () throws -> URL
 
-    /// The async form of ``Credential``: awaited on ``open()`` and before every reconnect, never for
+    /// The async form of ``Credential``: awaited on `open()` and before every reconnect, never for
     /// a recovery; bounded by ``WebPubSubClientOptions/startTimeout`` (its task is cancelled after it).
     public typealias AsyncCredential = @Sendable () async throws -> URL
 
@@ -65,20 +65,20 @@ public final class WebPubSubClient: @unchecked Sendable {
 
     // MARK: Creating
 
-    /// Creates a client that gets a fresh client access URL from `credential` on ``open()`` and on
+    /// Creates a client that gets a fresh client access URL from `credential` on `open()` and on
     /// every reconnect (never on a recovery).
     public convenience init(credential: @escaping Credential, options: WebPubSubClientOptions = .init()) {
         self.init(credential: .blocking(credential), options: options, transportFactory: WebSocketTransport.factory)
     }
 
-    /// Creates a client that awaits a fresh client access URL from `credential` on ``open()`` and on
+    /// Creates a client that awaits a fresh client access URL from `credential` on `open()` and on
     /// every reconnect (never on a recovery).
     public convenience init(credential: @escaping AsyncCredential, options: WebPubSubClientOptions = .init()) {
         self.init(credential: .async(credential), options: options, transportFactory: WebSocketTransport.factory)
     }
 
     /// Creates a client for a fixed client access URL. Once its token expires, reconnects fail; use
-    /// ``init(credential:options:)`` for long-lived clients.
+    /// `init(credential:options:)` for long-lived clients.
     public convenience init(url: URL, options: WebPubSubClientOptions = .init()) {
         self.init(credential: { url }, options: options)
     }

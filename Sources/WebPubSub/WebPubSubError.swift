@@ -32,11 +32,11 @@ public struct WebPubSubError: Error, Sendable, Hashable, CustomStringConvertible
         public static let invalidArgument = Code(.invalidArgument)
         /// The content does not fit its data type, for example `.json` that is not valid JSON. Nothing was sent.
         public static let invalidContent = Code(.invalidContent)
-        /// The client was closed with ``WebPubSubClient/close()`` (and not opened again). Nothing was sent.
+        /// The client was closed with `close()` (and not opened again). Nothing was sent.
         public static let clientClosed = Code(.clientClosed)
         /// The client is not open: never opened, or it stopped after giving up reconnecting. Nothing was sent.
         public static let notConnected = Code(.notConnected)
-        /// ``WebPubSubClient/open()`` was called on a client that is not stopped.
+        /// `open()` was called on a client that is not stopped.
         public static let alreadyOpen = Code(.alreadyOpen)
         /// Opening failed: the credential threw, the socket did not open, or no `connected` message came in time.
         public static let openFailed = Code(.openFailed)
@@ -79,7 +79,7 @@ public struct WebPubSubError: Error, Sendable, Hashable, CustomStringConvertible
     public let message: String
     /// The ack id of the operation, when it had one.
     public let ackID: UInt64?
-    /// The invocation id, for errors of ``WebPubSubClient/invokeEvent(_:_:invocationID:timeout:)``.
+    /// The invocation id, for errors of `invokeEvent(_:_:invocationID:timeout:)`.
     public let invocationID: String?
     /// The error name the service sent (`ack.error.name`, e.g. `"Forbidden"`), when it sent one.
     public let errorName: String?

@@ -2,7 +2,7 @@ import Foundation
 
 /// How often and how long to wait before trying again (operations, reconnects).
 ///
-/// ``messageRetryPolicy`` defaults to the Python SDK's: 3 retries, exponential, 0.8 s base, 120 s
+/// ``WebPubSubClientOptions/messageRetryPolicy`` defaults to the Python SDK's: 3 retries, exponential, 0.8 s base, 120 s
 /// cap (0.8, 1.6, 3.2 s). ``reconnectDefault`` retries without limit, exponential from 0.8 s,
 /// capped at 30 s, with jitter, as the JavaScript, .NET and Java clients do. A delay of 0 is a valid
 /// delay, not "stop".
