@@ -21,7 +21,18 @@ public enum WebPubSubInstrumentationEvent: Sendable, Hashable {
 
 /// The kinds of operation, as metric labels.
 public enum WebPubSubOperationKind: String, Sendable, Hashable, CaseIterable {
-    case joinGroup, leaveGroup, rejoinGroup, sendToGroup, sendEvent, invokeEvent
+    /// ``WebPubSubClient/joinGroup(_:ackID:timeout:completion:)`` and its other forms.
+    case joinGroup
+    /// `leaveGroup`.
+    case leaveGroup
+    /// A group joined again by the client itself on a new connection.
+    case rejoinGroup
+    /// `sendToGroup`.
+    case sendToGroup
+    /// `sendEvent`.
+    case sendEvent
+    /// `invokeEvent`.
+    case invokeEvent
 }
 
 /// Where a received message came from.
