@@ -119,7 +119,7 @@ extension WebPubSubClient {
     ///
     /// Each iteration subscribes on its own (``subscribe(_:_:)``), from the moment the iterator is made.
     /// It ends when the client stops (``CallbackType/stopped``: `close()`, or a finite reconnect policy
-    /// ran out), when the task is cancelled, or when the loop is left.
+    /// ran out), when the task is cancelled, or when the loop is left. While it runs it keeps the client alive.
     ///
     /// Buffering: at most `bufferSize` events wait for the consumer. When that many wait, the client's
     /// callback queue waits for the consumer (backpressure, nothing is dropped); behind it, received
@@ -169,7 +169,8 @@ final class EventChannel<Event: Sendable>: @unchecked Sendable {  // every var g
     private var waiter: CheckedContinuation<Event?, Never>?
     private var finished = false
     private let capacity: Int
-    private weak var client: WebPubSubClient?
+    /// Kept alive while the stream runs (its handlers hold the channel weakly); released on finish.
+    private var client: WebPubSubClient?
     private var subscriptions: [Subscription] = []
 
     /// Finishes the channel when the iterator goes away (a loop left early).
@@ -251,6 +252,8 @@ final class EventChannel<Event: Sendable>: @unchecked Sendable {  // every var g
         waiter = nil
         let subs = subscriptions
         subscriptions = []
+        let client = self.client
+        self.client = nil
         condition.unlock()
         condition.broadcast()
         w?.resume(returning: nil)
