@@ -40,7 +40,9 @@ test-swift: venv
 
 ## The client tests under the thread sanitizer.
 test-tsan: venv
-	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --filter WebPubSubTests
+	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
+	$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan --filter WebPubSubTests --skip "$(ASYNC_SUITES)"
+	$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan --filter "$(ASYNC_SUITES)"
 
 ## Leaks and memory errors: 30 s of the chaos demo (client and emulator) and the TLS tests under
 ## AddressSanitizer and LeakSanitizer; fails on any report not suppressed in Tests/lsan.supp (toolchain leaks).
