@@ -186,7 +186,10 @@ struct Connect: ParsableCommand {
         let output = Output(json: connection.json)
         let client = try connection.makeClient(output)
         let session = Session()
-        client.subscribe(.connected) { output.connected($0) }
+        client.subscribe(.connected) {
+            session.markRunning()
+            output.connected($0)
+        }
         client.subscribe(.disconnected) { output.disconnected($0) }
         client.subscribe(.rejoinGroupFailed) { output.rejoinFailed($0) }
         client.subscribe(.stopped) { _ in
@@ -214,7 +217,6 @@ struct Connect: ParsableCommand {
                 throw Exit.operationFailed.code
             }
         }
-        session.markRunning()
         // Without a group or an event, stdin lines have nowhere to go: listen only.
         if let target = event.map(Target.event) ?? group.first.map(Target.group), !listen {
             let keepGoingAtEnd = count != nil
@@ -350,14 +352,16 @@ final class Session: @unchecked Sendable {  // `state` guarded by `condition`
         return state!
     }
 
-    /// Set once the client is connected and has joined its groups (guarded by `condition`).
+    /// Set once the client is connected, from the `connected` callback, before that event is
+    /// printed (guarded by `condition`): a signal after the `* connected` line always ends cleanly.
     private var running = false
 
     /// From now on a signal ends the session cleanly instead of exiting at once.
     func markRunning() { condition.withLock { running = true } }
 
-    /// SIGINT and SIGTERM end a running session with 0 (a clean close first); before the client is
-    /// connected and has joined its groups, they exit at once with 128 + the signal number.
+    /// SIGINT and SIGTERM end a running session with 0 (a clean close first, after the groups of
+    /// the command line were joined); before the client is connected, they exit at once with 128 +
+    /// the signal number.
     func onSignal() {
         for sig in [SIGINT, SIGTERM] {
             signal(sig, SIG_IGN)
