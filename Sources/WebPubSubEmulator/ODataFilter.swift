@@ -36,9 +36,25 @@ public struct ODataFilter: Sendable {
 
     let root: Node
 
-    /// Parses `text`.
+    /// The longest filter accepted, in characters (the service limits filters to about 100 clauses).
+    public static let maximumLength = 8 * 1024
+    /// The most tokens accepted. Every node of the parsed tree consumes at least one token, so this also
+    /// bounds the tree's size and the evaluator's recursion.
+    public static let maximumTokens = 1024
+    /// The deepest nesting accepted: parentheses, function arguments and `not`s.
+    public static let maximumDepth = 32
+
+    /// Parses `text`. Throws ``SyntaxError`` for bad syntax and for a filter over ``maximumLength``,
+    /// ``maximumTokens`` or ``maximumDepth``.
     public init(_ text: String) throws(SyntaxError) {
-        var p = Parser(tokens: try Parser.tokenize(text))
+        guard text.utf8.count <= Self.maximumLength else {
+            throw SyntaxError(message: "filter longer than \(Self.maximumLength) bytes")
+        }
+        let tokens = try Parser.tokenize(text)
+        guard tokens.count <= Self.maximumTokens else {
+            throw SyntaxError(message: "filter of more than \(Self.maximumTokens) tokens")
+        }
+        var p = Parser(tokens: tokens)
         root = try p.parseOr()
         guard p.pos == p.tokens.count else { throw SyntaxError(message: "unexpected token '\(p.tokens[p.pos])'") }
     }
@@ -106,7 +122,7 @@ public struct ODataFilter: Sendable {
             }
             func int(_ i: Int) throws(EvalError) -> Int {
                 guard i < v.count, case .number(let x) = v[i] else { throw EvalError() }
-                return Int(x)
+                return try clampedInt(x)
             }
             switch name.lowercased() {
             case "tolower": return .string(try str(0).lowercased())
@@ -132,6 +148,13 @@ public struct ODataFilter: Sendable {
         }
     }
 
+    /// `x` toward zero as an `Int`, saturated at ±2^62 (a string index beyond any string); never traps.
+    static func clampedInt(_ x: Double) throws(EvalError) -> Int {
+        guard x.isFinite else { throw EvalError() }
+        let bound = Double(1 << 62)
+        return Int(min(max(x, -bound), bound))
+    }
+
     struct Parser {
         enum Token: Equatable, CustomStringConvertible {
             case word(String), string(String), number(Double), lparen, rparen, comma
@@ -148,6 +171,17 @@ public struct ODataFilter: Sendable {
         }
         var tokens: [Token]
         var pos = 0
+        /// Current nesting (parentheses, function arguments, `not`), bounded by ``ODataFilter/maximumDepth``.
+        var depth = 0
+
+        init(tokens: [Token]) { self.tokens = tokens }
+
+        mutating func enter() throws(SyntaxError) {
+            depth += 1
+            guard depth <= ODataFilter.maximumDepth else {
+                throw SyntaxError(message: "filter nested deeper than \(ODataFilter.maximumDepth)")
+            }
+        }
 
         static func tokenize(_ text: String) throws(SyntaxError) -> [Token] {
             var out: [Token] = []
@@ -216,7 +250,12 @@ public struct ODataFilter: Sendable {
         }
 
         mutating func parseNot() throws(SyntaxError) -> Node {
-            if isKeyword(peek, "not") { pos += 1; return .not(try parseNot()) }
+            if isKeyword(peek, "not") {
+                pos += 1
+                try enter()
+                defer { depth -= 1 }
+                return .not(try parseNot())
+            }
             return try parseComparison()
         }
 
@@ -232,6 +271,8 @@ public struct ODataFilter: Sendable {
         mutating func parsePrimary() throws(SyntaxError) -> Node {
             guard let t = peek else { throw SyntaxError(message: "unexpected end") }
             pos += 1
+            try enter()
+            defer { depth -= 1 }
             switch t {
             case .string(let s): return .literal(.string(s))
             case .number(let n): return .literal(.number(n))

@@ -159,7 +159,13 @@ struct Handshake: Sendable {
             headers.first { $0.name.caseInsensitiveCompare(n) == .orderedSame }?.value
         }
         guard status == 101 else {
-            let length = header("Content-Length").flatMap { Int($0) }
+            var length: Int?
+            if let text = header("Content-Length") {
+                guard let n = Self.contentLength(text) else {
+                    return .failed(WebSocketError(.invalidUpgradeResponse, "bad Content-Length", httpStatus: status))
+                }
+                length = n
+            }
             let cap = min(length ?? Self.maximumBodySize, Self.maximumBodySize)
             return .rejected(status: status, headers: headers, body: Array(rest.prefix(cap)), bodyLength: length)
         }
@@ -194,6 +200,21 @@ struct Handshake: Sendable {
         let response = WebSocketHandshakeResponse(
             status: 101, headers: headers, subprotocol: subprotocols.isEmpty ? nil : selected)
         return .upgraded(response, leftover: rest)
+    }
+
+    /// A `Content-Length` value (RFC 9110 §8.6: one or more ASCII digits), saturated at `Int.max`; nil for
+    /// anything else (a sign, spaces inside, a list, other characters). The caller caps what it reads.
+    static func contentLength(_ text: String) -> Int? {
+        let digits = text.utf8
+        guard !digits.isEmpty, digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        var n = 0
+        for d in digits {
+            let (times10, o1) = n.multipliedReportingOverflow(by: 10)
+            let (sum, o2) = times10.addingReportingOverflow(Int(d - 0x30))
+            if o1 || o2 { return Int.max }
+            n = sum
+        }
+        return n
     }
 
     /// Removes CR, LF and NUL (by scalar: "\r\n" is one Character in Swift).

@@ -35,8 +35,29 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("outbound-buffer-bytes"),
             help: "Bytes that may wait for a client that does not read before it is closed with 1008 SlowClient.")
     var outboundBufferBytes = 16 << 20
+    @Option(name: .customLong("max-connections"),
+            help: "Most open sockets; beyond it a socket gets 503 and is closed (default: the descriptor limit less 64).")
+    var maxConnections: Int?
+    @Option(name: .customLong("header-timeout"), help: "Seconds a socket may take to send a whole HTTP request.")
+    var headerTimeout: Double = 10
+    @Option(name: .customLong("idle-timeout"), help: "Seconds a kept-alive HTTP connection may idle between requests.")
+    var idleTimeout: Double = 60
+    @Option(name: .customLong("max-groups-per-connection"), help: "Most groups one connection may be in.")
+    var maxGroupsPerConnection = 1000
+    @Option(name: .customLong("test-hooks"),
+            help: "automatic (on for loopback binds only), enabled (bearer token needed off loopback), disabled.")
+    var testHooks = "automatic"
 
     func validate() throws {
+        guard WebPubSubEmulator.TestHooks(rawValue: testHooks) != nil else {
+            throw ValidationError("--test-hooks must be automatic, enabled or disabled.")
+        }
+        guard (maxConnections ?? 1) >= 1, maxGroupsPerConnection >= 1 else {
+            throw ValidationError("--max-connections and --max-groups-per-connection must be at least 1.")
+        }
+        guard headerTimeout.isFinite, idleTimeout.isFinite, headerTimeout >= 0, idleTimeout >= 0 else {
+            throw ValidationError("--header-timeout and --idle-timeout must be seconds ≥ 0 (0 = none).")
+        }
         guard outboundBufferBytes >= 1024 else { throw ValidationError("--outbound-buffer-bytes must be at least 1024.") }
         guard accessKey.utf8.count >= 32, !accessKey.contains(";"), !accessKey.contains(where: { $0.isASCII && $0.asciiValue! < 32 }) else {
             throw ValidationError("--access-key must be at least 32 bytes, without ';' or control characters.")
@@ -59,6 +80,11 @@ struct Serve: ParsableCommand {
         config.threads = threads
         config.reliableBufferLimits.maxMessages = reliableBufferMessages
         config.outboundBufferLimit = outboundBufferBytes
+        config.maxConnections = maxConnections
+        config.headerTimeout = headerTimeout
+        config.idleTimeout = idleTimeout
+        config.maxGroupsPerConnection = maxGroupsPerConnection
+        config.testHooks = WebPubSubEmulator.TestHooks(rawValue: testHooks) ?? .automatic
         let emulator = WebPubSubEmulator(configuration: config)
         try emulator.start()
 
