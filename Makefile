@@ -7,7 +7,7 @@ BIN        := .build/debug
 # The Swift tests find the Python peers through this variable.
 export WPS_PYTHON := $(PY)
 
-.PHONY: all build venv test test-swift test-tsan leaks demo chaos soak emulator emulator-load conformance conformance-ci bench clean
+.PHONY: all build venv test test-swift test-tsan leaks fuzz fuzz-smoke demo chaos soak soak-resources emulator emulator-load conformance conformance-ci bench clean
 
 all: build
 
@@ -28,6 +28,7 @@ test: venv
 	$(SWIFT) test --skip-build --skip WebSocketTests
 	WPS_ISOLATED=1 $(SWIFT) test --skip-build --filter WebSocketTests
 	$(MAKE) conformance-ci
+	$(MAKE) fuzz-smoke
 
 test-swift: venv
 	$(SWIFT) test
@@ -48,6 +49,21 @@ leaks: venv
 	if grep -q "ERROR: .*Sanitizer" .build-asan/leaks.log || [ $$demo -ne 0 ] || [ $$tests -ne 0 ]; then \
 	  echo "leaks: FAILED (demo exit $$demo, tests exit $$tests; full log .build-asan/leaks.log)"; exit 1; fi; \
 	echo "leaks: no leak or memory error in the demo, the emulator or the TLS tests"
+
+## Coverage-guided fuzzing (libFuzzer + AddressSanitizer) of every parser, FUZZ_SECONDS per target; prints
+## executions, coverage and findings (inputs in .build-fuzz/findings/TARGET/); fails on any finding.
+## FUZZ_TARGETS picks some of: frames handshake downstream client-message json-scanner odata token.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz:
+	Tests/Fuzz/fuzz.sh build
+	Tests/Fuzz/fuzz.sh run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+## The CI smoke: every target for 3 s (seeds included), so a harness that no longer builds or an oracle
+## broken on the seeds fails the test run.
+fuzz-smoke:
+	Tests/Fuzz/fuzz.sh build
+	Tests/Fuzz/fuzz.sh run 3
 
 ## The main job: the local emulator and a real client session against it.
 demo:
@@ -91,4 +107,4 @@ bench: venv
 	.build/release/webpubsub-bench --emulator .build/release/webpubsub-emulator --python $(PY)
 
 clean:
-	rm -rf .build .build-tsan .build-asan $(VENV)
+	rm -rf .build .build-tsan .build-asan .build-fuzz $(VENV)

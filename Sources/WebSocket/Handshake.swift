@@ -128,10 +128,14 @@ struct Handshake: Sendable {
             return .failed(WebSocketError(.invalidUpgradeResponse, "the answer is not HTTP/1.x"))
         }
         guard let headEnd = Self.findHeadEnd(buffer, from: max(0, scannedUpTo - 3)) else {
-            if buffer.count > Self.maximumHeadSize {
+            if buffer.count >= Self.maximumHeadSize {
                 return .failed(WebSocketError(.invalidUpgradeResponse, "response head larger than 16 KiB"))
             }
             return .needMore
+        }
+        // The same bound when the whole head arrived at once: the answer does not depend on how it was split.
+        if headEnd + 4 > Self.maximumHeadSize {
+            return .failed(WebSocketError(.invalidUpgradeResponse, "response head larger than 16 KiB"))
         }
         guard let head = String(validating: buffer[0..<headEnd], as: UTF8.self) else {
             return .failed(WebSocketError(.invalidUpgradeResponse, "response head is not UTF-8"))
