@@ -281,7 +281,8 @@ public struct ODataFilter: Sendable {
                 while peek == .comma { pos += 1; items.append(try parseOr()) }
                 guard peek == .rparen else { throw SyntaxError(message: "missing )") }
                 pos += 1
-                return items.count == 1 ? wrapSingle(items[0]) : .list(items)
+                // `(x)` is x; `in` compares with a single value as with a one-element list.
+                return items.count == 1 ? items[0] : .list(items)
             case .word(let w):
                 switch w.lowercased() {
                 case "null": return .literal(.null)
@@ -304,12 +305,6 @@ public struct ODataFilter: Sendable {
                 }
             default: throw SyntaxError(message: "unexpected token '\(t)'")
             }
-        }
-
-        /// `('a')` on the right of `in` is a one-element list; elsewhere it is just a parenthesised expression.
-        func wrapSingle(_ node: Node) -> Node {
-            if case .literal = node { return .list([node]) }
-            return node
         }
     }
 }
