@@ -76,10 +76,20 @@ chaos:
 	$(SWIFT) build
 	$(BIN)/webpubsub-demo --emulator $(BIN)/webpubsub-emulator --chaos 60 --interval 5
 
-## Soak: the same for 15 minutes (release build), with the process's resident memory before and after.
+## Soak: the same for 15 minutes (release build), with the process's resident memory before and after,
+## then the resource check below.
 soak:
 	$(SWIFT) build -c release
 	.build/release/webpubsub-demo --emulator .build/release/webpubsub-emulator --chaos 900 --interval 2
+	.build/release/webpubsub-demo --emulator .build/release/webpubsub-emulator --cycles $(SOAK_CYCLES)
+
+## Resources of long runs: SOAK_CYCLES client open/join/send/close cycles; descriptors, threads and resident
+## memory of the client process and the emulator process before and after; fails unless they end where they
+## started.
+SOAK_CYCLES ?= 10000
+soak-resources:
+	$(SWIFT) build -c release
+	.build/release/webpubsub-demo --emulator .build/release/webpubsub-emulator --cycles $(SOAK_CYCLES)
 
 ## The emulator on Microsoft's defaults (port 8080).
 emulator:

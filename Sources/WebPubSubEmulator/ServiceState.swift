@@ -181,12 +181,14 @@ final class ServiceState: @unchecked Sendable {
     private func scheduleKeepAlive(_ channel: any Channel, every seconds: TimeInterval) {
         let interval = TimeAmount.clamped(seconds: seconds)
         let alloc = allocator
-        channel.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { task in
+        let task = channel.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { task in
             guard channel.isActive else { task.cancel(); return }
             // Paused sockets do not read, and the ping would be a write: skip it (the peer sees silence).
             if self.lock.withLock({ self.isPaused(channel) }) { return }
             channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .ping, data: alloc.buffer(capacity: 0)), promise: nil)
         }
+        // Cancelled with the socket, not at its next tick: a closed channel is not kept for up to one interval.
+        channel.closeFuture.whenComplete { _ in task.cancel() }
     }
 
     private var pausedChannels: Set<ObjectIdentifier> = []

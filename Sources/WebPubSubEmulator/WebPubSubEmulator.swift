@@ -166,6 +166,7 @@ public final class WebPubSubEmulator: Sendable {
         }
         let box = UpgradeBox()
         box.arm(channel, after: configuration.headerTimeout, server: self, what: "request head")
+        channel.closeFuture.whenComplete { _ in box.disarm() }  // on the channel's loop, like every box access
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: max(configuration.maxMessageSize, 1 << 14),
             automaticErrorHandling: false,
