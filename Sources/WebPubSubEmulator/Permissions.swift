@@ -18,11 +18,14 @@ public struct PermissionSet: Sendable, Equatable {
     }
     private var grants: [GroupPermission: Grants] = [:]
 
-    /// Limits of the roles one connection may hold (those of Microsoft's emulator): literal group roles,
-    /// wildcard patterns, a pattern's length and its `*` count. Matching cost is bounded by them.
+    // Limits of the roles one connection may hold (those of Microsoft's emulator); they bound matching cost.
+    /// Most literal group roles (`webpubsub.joinLeaveGroup.<g>`, `webpubsub.sendToGroup.<g>`) of one connection.
     public static let maximumLiteralRoles = 1000
+    /// Most wildcard pattern roles (`webpubsub.joinLeaveGroups.<pattern>`, …) of one connection.
     public static let maximumPatternRoles = 10
+    /// Longest pattern, in bytes.
     public static let maximumPatternLength = 1024
+    /// Most `*` characters in one pattern.
     public static let maximumPatternStars = 5
 
     /// Why `roles` break the limits above, or nil when they fit.

@@ -44,17 +44,34 @@ struct HostileEmulatorTests {
             """)
     }
 
-    func upgrade(_ e: Running, claims: [String: Any]) throws -> Int {
+    func upgradeRequest(_ e: Running, claims: [String: Any]) -> String {
         let token = AccessTokenCodec(accessKey: key).sign(object: claims)
-        return try RawHTTP.request(port: e.port, """
+        return """
             GET /client/hubs/h?access_token=\(token) HTTP/1.1\r\nHost: 127.0.0.1:\(e.port)\r\nUpgrade: websocket\r\n\
             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
-            """, untilHeadOnly: true).status
+            """
+    }
+
+    func upgrade(_ e: Running, claims: [String: Any]) throws -> Int {
+        try RawHTTP.request(port: e.port, upgradeRequest(e, claims: claims), untilHeadOnly: true).status
+    }
+
+    /// A plain WebSocket client of hub `h` that stays connected (a subject for REST filters); close the descriptor.
+    func connectedClient(_ e: Running) throws -> Int32 {
+        let fd = try RawHTTP.connect(port: e.port)
+        RawHTTP.write(fd, upgradeRequest(e, claims: [
+            "aud": "http://127.0.0.1:\(e.port)/client/hubs/h", "exp": Int(Date().timeIntervalSince1970) + 600, "sub": "u"]))
+        let head = RawHTTP.readAll(fd, untilHeadOnly: true)
+        guard head.hasPrefix("HTTP/1.1 101") else { close(fd); throw HostileTestError("upgrade refused: \(head)") }
+        return fd
     }
 
     @Test("OData: a huge substring index and 3 KB of nesting are 202 / 400, and the process keeps serving")
     func odata() throws {
         let e = try Running([])
+        // Filters are evaluated against the hub's connections: one must be there (the trap was in evaluation).
+        let subject = try connectedClient(e)
+        defer { close(subject) }
         let huge = "substring('',9999999999999999999) eq ''".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
         #expect(try rest(e, "POST", "/api/hubs/h/:send?api-version=1&filter=\(huge)").status == 202)
         for deep in [String(repeating: "(", count: 1500) + "userId eq 'a'" + String(repeating: ")", count: 1500),
