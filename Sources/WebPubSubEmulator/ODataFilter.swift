@@ -136,9 +136,14 @@ public struct ODataFilter: Sendable {
             case "contains": return .bool(try str(0).contains(try str(1)))
             case "concat": return .string(try str(0) + (try str(1)))
             case "indexof":
-                let h = try str(0), n = try str(1)
-                guard let r = h.range(of: n) else { return .number(-1) }
-                return .number(Double(h.distance(from: h.startIndex, to: r.lowerBound)))
+                // On Characters, as `substring` and `length` count: Foundation's `range(of:)` works on UTF-16 and
+                // returned an index that is not one of the string's (a fuzzed filter trapped on it).
+                let h = Array(try str(0)), n = Array(try str(1))
+                guard n.count <= h.count else { return .number(-1) }
+                for start in 0...(h.count - n.count) where h[start..<(start + n.count)].elementsEqual(n) {
+                    return .number(Double(start))
+                }
+                return .number(-1)
             case "substring":
                 let h = Array(try str(0)), start = max(0, min(try int(1), h.count))
                 let len = v.count > 2 ? max(0, min(try int(2), h.count - start)) : h.count - start

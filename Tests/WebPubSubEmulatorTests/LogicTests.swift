@@ -267,6 +267,17 @@ import Testing
         }
     }
 
+    @Test("OData indexof counts Characters and never traps (the fuzzer's input that trapped in Foundation's range(of:))")
+    func odataIndexOf() throws {
+        #expect(try ODataFilter("indexof('aé👍🏽b', 'b') eq 3").matches(alice))
+        #expect(try ODataFilter("indexof('abc', 'abcd') eq -1").matches(alice))
+        #expect(try ODataFilter("indexof('abc', '') eq 0").matches(alice))
+        let seed = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../Fuzz/Corpus/odata/indexof-utf16-trap").standardized
+        let text = String(decoding: try Data(contentsOf: seed), as: UTF8.self)
+        _ = try ODataFilter(text).matches(alice)
+    }
+
     @Test("tokens: exp at Int.max or fractional is judged; nbf and iat beyond the skew are notYetValid")
     func tokenDates() throws {
         let codec = AccessTokenCodec(accessKey: WebPubSubEmulator.defaultAccessKey)
