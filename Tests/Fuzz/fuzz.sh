@@ -31,8 +31,11 @@ build() {
     local p1=$!
     "$SWIFTC" "${FLAGS[@]}" -module-name WebSocket -I Modules/CSSL -emit-library -static -emit-module \
         -emit-module-path "$OUT/modules/WebSocket.swiftmodule" "${wsfiles[@]}" -o "$OUT/modules/libWebSocket.a"
-    "$SWIFTC" "${FLAGS[@]}" -module-name WebPubSub -I Modules/CSSL -I "$OUT/modules" \
-        "$cl/Messages.swift" "$cl/JSON.swift" "$cl/MessageContent.swift" "$cl/WebPubSubError.swift" \
+    # The decoder and what it needs; the error type's transient-name table moves to Core/ProtocolRules.swift
+    # with the client core's redesign, so it is taken when it exists.
+    local clfiles=("$cl/Messages.swift" "$cl/JSON.swift" "$cl/MessageContent.swift" "$cl/WebPubSubError.swift")
+    [ ! -f "$cl/Core/ProtocolRules.swift" ] || clfiles+=("$cl/Core/ProtocolRules.swift")
+    "$SWIFTC" "${FLAGS[@]}" -module-name WebPubSub -I Modules/CSSL -I "$OUT/modules" "${clfiles[@]}" \
         Tests/Fuzz/Harnesses/FuzzClient.swift -o "$OUT/fuzz-client" -L "$OUT/modules" -lWebSocket -lssl -lcrypto \
         2> >(grep -v "ld.gold: warning" >&2)
     "$SWIFTC" "${FLAGS[@]}" -module-name WebPubSubEmulator -I Modules/CSSL \
