@@ -79,12 +79,13 @@ enum ResourceCycles {
         // Warm-up with the same lanes: lazily made pools, caches and Dispatch worker threads exist before the
         // baseline.
         cycles(0..<200)
-        let settle = { () -> (Snapshot, Snapshot) in
-            // Closed sockets and idle workers go away asynchronously: wait (bounded, 20 s) until the emulator
-            // holds no connection and the counts held still for a second.
+        let settle = { (baseline: (Snapshot, Snapshot)?) -> (Snapshot, Snapshot) in
+            // Closed sockets and idle workers go away asynchronously: wait (bounded, 60 s) until the emulator
+            // holds no connection and the counts held still for a second (and, after the run, until they are
+            // back at the baseline: Dispatch retires idle worker threads only after a while).
             var last = (Snapshot(pid: me), Snapshot(pid: them))
             var still = 0
-            for _ in 0..<100 {
+            for _ in 0..<300 {
                 Thread.sleep(forTimeInterval: 0.2)
                 let stats = (try? emulator.stats()) ?? [:]
                 let now = (Snapshot(pid: me), Snapshot(pid: them))
@@ -92,17 +93,23 @@ enum ResourceCycles {
                     && now.0.threads == last.0.threads && now.1.threads == last.1.threads
                 still = (stats["connections"] as? Int) == 0 && same ? still + 1 : 0
                 last = now
-                if still >= 5 { break }
+                let home = baseline.map { b in
+                    now.0.descriptors <= b.0.descriptors && now.1.descriptors <= b.1.descriptors
+                        && now.0.threads <= b.0.threads + 2 && now.1.threads <= b.1.threads + 2
+                } ?? true
+                if still >= 5 && home { break }
             }
             return last
         }
-        let before = settle()
+        let before = settle(nil)
         print("before: client  \(before.0)\n        emulator \(before.1)")
 
         let start = Date()
         cycles(200..<(200 + count))
         let seconds = Date().timeIntervalSince(start)
-        let after = settle()
+        let settled = Date()
+        let after = settle(before)
+        print(String(format: "settled %.1f s after the last cycle", Date().timeIntervalSince(settled)))
         print("after:  client  \(after.0)\n        emulator \(after.1)")
         let stats = (try? emulator.stats()) ?? [:]
         print(String(format: "%d cycles in %.1f s (%.0f/s), %d failed; emulator connectionsOpened %@, connections now %@",
