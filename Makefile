@@ -9,7 +9,7 @@ ASYNC_SUITES := ConcurrencyTests|ConcurrencyDocExamplesTests|MetricsTests|Servic
 # The Swift tests find the Python peers through this variable.
 export WPS_PYTHON := $(PY)
 
-.PHONY: all build venv test test-swift test-tsan leaks demo chaos soak emulator emulator-tls emulator-load conformance conformance-ci bench consumer docs clean
+.PHONY: all build venv test test-swift test-tsan leaks fuzz fuzz-smoke demo chaos soak soak-resources emulator emulator-tls emulator-load conformance conformance-ci bench consumer docs clean
 
 all: build
 
@@ -34,6 +34,7 @@ test: venv
 	WPS_ISOLATED=1 $(SWIFT) test --skip-build --filter WebSocketTests
 	$(MAKE) conformance-ci
 	$(MAKE) consumer
+	$(MAKE) fuzz-smoke
 
 test-swift: venv
 	$(SWIFT) test
@@ -57,6 +58,21 @@ leaks: venv
 	  echo "leaks: FAILED (demo exit $$demo, tests exit $$tests; full log .build-asan/leaks.log)"; exit 1; fi; \
 	echo "leaks: no leak or memory error in the demo, the emulator or the TLS tests"
 
+## Coverage-guided fuzzing (libFuzzer + AddressSanitizer) of every parser, FUZZ_SECONDS per target; prints
+## executions, coverage and findings (inputs in .build-fuzz/findings/TARGET/); fails on any finding.
+## FUZZ_TARGETS picks some of: frames handshake downstream client-message json-scanner odata token.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz:
+	Tests/Fuzz/fuzz.sh build
+	Tests/Fuzz/fuzz.sh run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+## The CI smoke: every target for 3 s (seeds included), so a harness that no longer builds or an oracle
+## broken on the seeds fails the test run.
+fuzz-smoke:
+	Tests/Fuzz/fuzz.sh build
+	Tests/Fuzz/fuzz.sh run 3
+
 ## The main job: the local emulator and a real client session against it.
 demo:
 	$(SWIFT) build
@@ -68,10 +84,20 @@ chaos:
 	$(SWIFT) build
 	$(BIN)/webpubsub-demo --emulator $(BIN)/webpubsub-emulator --chaos 60 --interval 5
 
-## Soak: the same for 15 minutes (release build), with the process's resident memory before and after.
+## Soak: the same for 15 minutes (release build), with the process's resident memory before and after,
+## then the resource check below.
 soak:
 	$(SWIFT) build -c release
 	.build/release/webpubsub-demo --emulator .build/release/webpubsub-emulator --chaos 900 --interval 2
+	.build/release/webpubsub-demo --emulator .build/release/webpubsub-emulator --cycles $(SOAK_CYCLES)
+
+## Resources of long runs: SOAK_CYCLES client open/join/send/close cycles; descriptors, threads and resident
+## memory of the client process and the emulator process before and after; fails unless they end where they
+## started.
+SOAK_CYCLES ?= 10000
+soak-resources:
+	$(SWIFT) build -c release
+	.build/release/webpubsub-demo --emulator .build/release/webpubsub-emulator --cycles $(SOAK_CYCLES)
 
 ## The emulator on Microsoft's defaults (port 8080).
 emulator:
@@ -118,7 +144,7 @@ consumer:
 	Examples/Consumer/.build/debug/Consumer
 
 clean:
-	rm -rf .build .build-tsan .build-asan Examples/Consumer/.build $(VENV)
+	rm -rf .build .build-tsan .build-asan .build-fuzz Examples/Consumer/.build $(VENV)
 
 ## The DocC catalog of WebPubSub (Sources/WebPubSub/Documentation.docc), warnings as errors; output in .build/docs.
 docs:

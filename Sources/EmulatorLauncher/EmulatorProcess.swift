@@ -71,6 +71,9 @@ public final class EmulatorProcess: @unchecked Sendable {  // immutable after in
 
     deinit { stop() }
 
+    /// The emulator's process id (for resource checks through `/proc`).
+    public var processIdentifier: Int32 { process.processIdentifier }
+
     /// Stops the emulator when this process gets SIGINT or SIGTERM (Ctrl-C on `make demo`), then exits with
     /// 128 + the signal number; without this the emulator would outlive an interrupted demo or benchmark.
     public func stopOnInterrupt() {

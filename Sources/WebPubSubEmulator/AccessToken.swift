@@ -34,13 +34,15 @@ public enum AccessTokenError: Error, Equatable, Sendable {
     case badSignature
     case expired
     case audienceMismatch
+    /// `nbf` (not before) or `iat` (issued at) lies in the future by more than the clock skew.
+    case notYetValid
 }
 
 /// Signs and verifies HS256 access tokens (pure; no I/O).
 public struct AccessTokenCodec: Sendable {
     /// The HMAC key: the UTF-8 bytes of the access key string.
     let key: [UInt8]
-    /// Allowed clock skew when checking `exp`, in seconds.
+    /// Allowed clock skew when checking `exp`, `nbf` and `iat`, in seconds.
     public var clockSkew: Int = 300
 
     /// Creates a codec for `accessKey`.
@@ -79,8 +81,15 @@ public struct AccessTokenCodec: Sendable {
         guard (header["alg"] as? String) == "HS256" else { throw .unsupportedAlgorithm }
         let expected = Crypto.hmacSHA256(key: key, data: Array((parts[0] + "." + parts[1]).utf8))
         guard constantTimeEqual(expected, signature) else { throw .badSignature }
-        guard let exp = Self.number(payload["exp"]) else { throw .malformed }
-        if Double(exp + clockSkew) < now.timeIntervalSince1970 { throw .expired }
+        // NumericDate values are compared as Doubles: no sum of a claim and the skew can overflow, and a
+        // fractional or huge value (RFC 7519 allows both) is judged, not trapped on.
+        guard let exp = Self.numericDate(payload["exp"]) else { throw .malformed }
+        let t = now.timeIntervalSince1970, skew = Double(clockSkew)
+        if exp + skew < t { throw .expired }
+        for claim in ["nbf", "iat"] where payload[claim] != nil {
+            guard let v = Self.numericDate(payload[claim]) else { throw .malformed }
+            if v - skew > t { throw .notYetValid }
+        }
         return payload
     }
 
@@ -109,10 +118,23 @@ public struct AccessTokenCodec: Sendable {
         return aud
     }
 
-    static func number(_ value: Any?) -> Int? {
-        if let n = value as? NSNumber { return n.intValue }
-        if let s = value as? String { return Int(s) }
+    /// A NumericDate claim (seconds since 1970: a JSON number, or a string of digits) as a finite Double.
+    static func numericDate(_ value: Any?) -> Double? {
+        if let n = value as? NSNumber {
+            if let i = Int64(exactly: n) { return Double(i) }
+            let d = n.doubleValue
+            return d.isFinite ? d : nil
+        }
+        if let s = value as? String, let d = Double(s), d.isFinite { return d }
         return nil
+    }
+
+    /// A NumericDate claim as an `Int`, saturated at the ends of the range (never traps).
+    static func number(_ value: Any?) -> Int? {
+        guard let d = numericDate(value) else { return nil }
+        if d >= 9.2e18 { return Int.max }
+        if d <= -9.2e18 { return Int.min }
+        return Int(d)
     }
 
     static func strings(_ value: Any?) -> [String] {

@@ -41,6 +41,24 @@ extension WebPubSubEmulator {
         }
     }
 
+    /// Whether the test hooks under `/_emulator/` (which can read every connection, inject frames and drop
+    /// sessions) are served.
+    public enum TestHooks: String, Sendable, CaseIterable {
+        /// On when the emulator binds a loopback address (`127.0.0.0/8`, `::1`, `localhost`), off otherwise.
+        case automatic
+        /// On; when the bind address is not loopback, every hook request needs
+        /// `Authorization: Bearer <JWT signed with the access key>` whose `aud` is the request URL (as for REST).
+        case enabled
+        /// Off: every hook path answers 404.
+        case disabled
+    }
+
+    /// Whether `host` is a loopback bind address.
+    static func isLoopback(_ host: String) -> Bool {
+        let h = host.lowercased()
+        return h == "localhost" || h == "::1" || h == "[::1]" || h.hasPrefix("127.")
+    }
+
     /// Emulator settings.
     public struct Configuration: Sendable {
         /// Address to bind.
@@ -79,6 +97,22 @@ extension WebPubSubEmulator {
         public var tls: TLS?
         /// Whether REST calls accept Microsoft Entra ID bearer tokens (off by default).
         public var entraID: EntraIDMode = .off
+        /// Most open sockets (HTTP and WebSocket); nil takes the process's soft descriptor limit less 64 (for
+        /// the listener, upstream calls and the host process). A socket accepted beyond it gets
+        /// `503 Service Unavailable` and is closed, with a warning in the log, so that health checks and new
+        /// clients keep working while the limit is reached, and the descriptors never run out.
+        public var maxConnections: Int?
+        /// Seconds a new socket may take to send a whole HTTP request (head and body) before it is closed
+        /// (logged at warning level); bounds slow and silent peers that never finish a request.
+        public var headerTimeout: TimeInterval = 10
+        /// Seconds a kept-alive HTTP connection may stay idle between requests before it is closed (logged).
+        /// WebSocket connections are not idle-timed (keep-alive pings and the slow-client limit bound them).
+        public var idleTimeout: TimeInterval = 60
+        /// Most groups one connection may be in (token groups, joins and REST adds together). The service
+        /// documents no such number; a join beyond it is answered `BadRequest`, a REST add with 400.
+        public var maxGroupsPerConnection: Int = 1000
+        /// Whether the `/_emulator/` test hooks answer. See ``TestHooks``.
+        public var testHooks: TestHooks = .automatic
 
         /// Creates a configuration with the defaults of Microsoft's emulator.
         public init(host: String = "127.0.0.1", port: Int = 8080, accessKey: String = WebPubSubEmulator.defaultAccessKey,

@@ -46,9 +46,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             head = h
             body.removeAll(keepingCapacity: true)
             tooLarge = false
+            // The body must follow within the header time-out too.
+            box.arm(context.channel, after: server.configuration.headerTimeout, server: server, what: "request body")
         case .body(let b):
             if body.count + b.readableBytes > Self.maxBody { tooLarge = true } else { body += b.readableBytesView }
         case .end:
+            box.disarm()
             guard let head else { return }
             self.head = nil
             let result: HTTPResult
@@ -89,8 +92,13 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: result.body)))), promise: nil)
         }
         let channel = context.channel
+        let box = self.box, server = self.server
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
-            if !keepAlive { channel.close(promise: nil) }
+            if !keepAlive {
+                channel.close(promise: nil)
+            } else if channel.isActive {
+                box.arm(channel, after: server.configuration.idleTimeout, server: server, what: "new request (idle)")
+            }
         }
     }
 

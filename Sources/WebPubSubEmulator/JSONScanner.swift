@@ -125,14 +125,27 @@ struct JSONScanner {
             while i < b.count, b[i] >= 0x30 && b[i] <= 0x39 { i += 1 }
             if i == d { return false }
         }
+        // I-JSON (RFC 7493 §2.2): a number must fit an IEEE double; long or exponent forms are checked.
+        if i - start > 15 || b[start..<i].contains(where: { $0 == UInt8(ascii: "e") || $0 == UInt8(ascii: "E") }) {
+            guard let d = Double(String(decoding: b[start..<i], as: UTF8.self)), d.isFinite else { return false }
+        }
         return i > start
     }
 
     mutating func scanString() -> Bool {
         i += 1  // opening quote
+        let start = i
+        var nonASCII = false
         while i < b.count {
             let c = b[i]
-            if c == UInt8(ascii: "\"") { i += 1; return true }
+            if c == UInt8(ascii: "\"") {
+                // JSON text is UTF-8 (RFC 8259 §8.1); bytes ≥ 0x80 can only occur inside strings, so checking
+                // them here makes every accepted document valid UTF-8 (forwarded verbatim, it stays valid).
+                if nonASCII && String(validating: b[start..<i], as: UTF8.self) == nil { return false }
+                i += 1
+                return true
+            }
+            if c >= 0x80 { nonASCII = true }
             if c < 0x20 { return false }
             if c == UInt8(ascii: "\\") {
                 i += 1
@@ -142,9 +155,16 @@ struct JSONScanner {
                      UInt8(ascii: "f"), UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
                     i += 1
                 case UInt8(ascii: "u"):
-                    guard i + 4 < b.count else { return false }
-                    for k in 1...4 where JSONScanner.hexValue(b[i + k]) == nil { return false }
+                    // I-JSON (RFC 7493 §2.1): no unpaired surrogate escapes, so that every decoder (Foundation
+                    // included) reads what this scanner accepted.
+                    guard let unit = hex4(at: i + 1) else { return false }
                     i += 5
+                    if (0xDC00...0xDFFF).contains(unit) { return false }
+                    if (0xD800...0xDBFF).contains(unit) {
+                        guard i + 1 < b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u"),
+                              let low = hex4(at: i + 2), (0xDC00...0xDFFF).contains(low) else { return false }
+                        i += 6
+                    }
                 default: return false
                 }
             } else {
@@ -152,6 +172,17 @@ struct JSONScanner {
             }
         }
         return false
+    }
+
+    /// The four hex digits at `at`, or nil.
+    func hex4(at: Int) -> UInt32? {
+        guard at + 4 <= b.count else { return nil }
+        var v: UInt32 = 0
+        for k in 0..<4 {
+            guard let d = JSONScanner.hexValue(b[at + k]) else { return nil }
+            v = v << 4 | d
+        }
+        return v
     }
 
     static func hexValue(_ c: UInt8) -> UInt32? {

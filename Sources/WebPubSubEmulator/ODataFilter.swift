@@ -36,9 +36,25 @@ public struct ODataFilter: Sendable {
 
     let root: Node
 
-    /// Parses `text`.
+    /// The longest filter accepted, in characters (the service limits filters to about 100 clauses).
+    public static let maximumLength = 8 * 1024
+    /// The most tokens accepted. Every node of the parsed tree consumes at least one token, so this also
+    /// bounds the tree's size and the evaluator's recursion.
+    public static let maximumTokens = 1024
+    /// The deepest nesting accepted: parentheses, function arguments and `not`s.
+    public static let maximumDepth = 32
+
+    /// Parses `text`. Throws ``SyntaxError`` for bad syntax and for a filter over ``maximumLength``,
+    /// ``maximumTokens`` or ``maximumDepth``.
     public init(_ text: String) throws(SyntaxError) {
-        var p = Parser(tokens: try Parser.tokenize(text))
+        guard text.utf8.count <= Self.maximumLength else {
+            throw SyntaxError(message: "filter longer than \(Self.maximumLength) bytes")
+        }
+        let tokens = try Parser.tokenize(text)
+        guard tokens.count <= Self.maximumTokens else {
+            throw SyntaxError(message: "filter of more than \(Self.maximumTokens) tokens")
+        }
+        var p = Parser(tokens: tokens)
         root = try p.parseOr()
         guard p.pos == p.tokens.count else { throw SyntaxError(message: "unexpected token '\(p.tokens[p.pos])'") }
     }
@@ -106,7 +122,7 @@ public struct ODataFilter: Sendable {
             }
             func int(_ i: Int) throws(EvalError) -> Int {
                 guard i < v.count, case .number(let x) = v[i] else { throw EvalError() }
-                return Int(x)
+                return try clampedInt(x)
             }
             switch name.lowercased() {
             case "tolower": return .string(try str(0).lowercased())
@@ -120,9 +136,14 @@ public struct ODataFilter: Sendable {
             case "contains": return .bool(try str(0).contains(try str(1)))
             case "concat": return .string(try str(0) + (try str(1)))
             case "indexof":
-                let h = try str(0), n = try str(1)
-                guard let r = h.range(of: n) else { return .number(-1) }
-                return .number(Double(h.distance(from: h.startIndex, to: r.lowerBound)))
+                // On Characters, as `substring` and `length` count: Foundation's `range(of:)` works on UTF-16 and
+                // returned an index that is not one of the string's (a fuzzed filter trapped on it).
+                let h = Array(try str(0)), n = Array(try str(1))
+                guard n.count <= h.count else { return .number(-1) }
+                for start in 0...(h.count - n.count) where h[start..<(start + n.count)].elementsEqual(n) {
+                    return .number(Double(start))
+                }
+                return .number(-1)
             case "substring":
                 let h = Array(try str(0)), start = max(0, min(try int(1), h.count))
                 let len = v.count > 2 ? max(0, min(try int(2), h.count - start)) : h.count - start
@@ -130,6 +151,13 @@ public struct ODataFilter: Sendable {
             default: throw EvalError()
             }
         }
+    }
+
+    /// `x` toward zero as an `Int`, saturated at ±2^62 (a string index beyond any string); never traps.
+    static func clampedInt(_ x: Double) throws(EvalError) -> Int {
+        guard x.isFinite else { throw EvalError() }
+        let bound = Double(1 << 62)
+        return Int(min(max(x, -bound), bound))
     }
 
     struct Parser {
@@ -148,6 +176,17 @@ public struct ODataFilter: Sendable {
         }
         var tokens: [Token]
         var pos = 0
+        /// Current nesting (parentheses, function arguments, `not`), bounded by ``ODataFilter/maximumDepth``.
+        var depth = 0
+
+        init(tokens: [Token]) { self.tokens = tokens }
+
+        mutating func enter() throws(SyntaxError) {
+            depth += 1
+            guard depth <= ODataFilter.maximumDepth else {
+                throw SyntaxError(message: "filter nested deeper than \(ODataFilter.maximumDepth)")
+            }
+        }
 
         static func tokenize(_ text: String) throws(SyntaxError) -> [Token] {
             var out: [Token] = []
@@ -216,7 +255,12 @@ public struct ODataFilter: Sendable {
         }
 
         mutating func parseNot() throws(SyntaxError) -> Node {
-            if isKeyword(peek, "not") { pos += 1; return .not(try parseNot()) }
+            if isKeyword(peek, "not") {
+                pos += 1
+                try enter()
+                defer { depth -= 1 }
+                return .not(try parseNot())
+            }
             return try parseComparison()
         }
 
@@ -232,6 +276,8 @@ public struct ODataFilter: Sendable {
         mutating func parsePrimary() throws(SyntaxError) -> Node {
             guard let t = peek else { throw SyntaxError(message: "unexpected end") }
             pos += 1
+            try enter()
+            defer { depth -= 1 }
             switch t {
             case .string(let s): return .literal(.string(s))
             case .number(let n): return .literal(.number(n))
@@ -240,7 +286,8 @@ public struct ODataFilter: Sendable {
                 while peek == .comma { pos += 1; items.append(try parseOr()) }
                 guard peek == .rparen else { throw SyntaxError(message: "missing )") }
                 pos += 1
-                return items.count == 1 ? wrapSingle(items[0]) : .list(items)
+                // `(x)` is x; `in` compares with a single value as with a one-element list.
+                return items.count == 1 ? items[0] : .list(items)
             case .word(let w):
                 switch w.lowercased() {
                 case "null": return .literal(.null)
@@ -263,12 +310,6 @@ public struct ODataFilter: Sendable {
                 }
             default: throw SyntaxError(message: "unexpected token '\(t)'")
             }
-        }
-
-        /// `('a')` on the right of `in` is a one-element list; elsewhere it is just a parenthesised expression.
-        func wrapSingle(_ node: Node) -> Node {
-            if case .literal = node { return .list([node]) }
-            return node
         }
     }
 }

@@ -149,3 +149,12 @@ final class ChannelMailbox: @unchecked Sendable {
         Outbox.run(batch.map { (channel, $0) })
     }
 }
+
+extension TimeAmount {
+    /// `seconds` as a time amount, clamped to 0...10^9 s, so that no configured or requested duration
+    /// (NaN, negative, or huge) traps when it is converted to nanoseconds.
+    static func clamped(seconds: Double) -> TimeAmount {
+        guard seconds.isFinite, seconds > 0 else { return .zero }
+        return .nanoseconds(Int64(min(seconds, 1e9) * 1e9))
+    }
+}

@@ -18,8 +18,52 @@ public struct PermissionSet: Sendable, Equatable {
     }
     private var grants: [GroupPermission: Grants] = [:]
 
-    /// Builds the set from token (or connect-handler) roles; unknown roles are ignored.
+    // Limits of the roles one connection may hold (those of Microsoft's emulator); they bound matching cost.
+    /// Most literal group roles (`webpubsub.joinLeaveGroup.<g>`, `webpubsub.sendToGroup.<g>`) of one connection.
+    public static let maximumLiteralRoles = 1000
+    /// Most wildcard pattern roles (`webpubsub.joinLeaveGroups.<pattern>`, …) of one connection.
+    public static let maximumPatternRoles = 10
+    /// Longest pattern, in bytes.
+    public static let maximumPatternLength = 1024
+    /// Most `*` characters in one pattern.
+    public static let maximumPatternStars = 5
+
+    /// Why `roles` break the limits above, or nil when they fit.
+    public static func violation(roles: [String]) -> String? {
+        var literals = 0, patterns = 0
+        for role in roles {
+            for permission in GroupPermission.allCases {
+                let base = "webpubsub." + permission.rawValue
+                if role.hasPrefix(base + "s.") {
+                    patterns += 1
+                    let p = role.dropFirst(base.count + 2)
+                    if p.utf8.count > maximumPatternLength { return "a group pattern is longer than \(maximumPatternLength)" }
+                    if p.filter({ $0 == "*" }).count > maximumPatternStars { return "a group pattern has more than \(maximumPatternStars) '*'" }
+                } else if role.hasPrefix(base + ".") {
+                    literals += 1
+                }
+            }
+        }
+        if literals > maximumLiteralRoles { return "more than \(maximumLiteralRoles) group roles" }
+        if patterns > maximumPatternRoles { return "more than \(maximumPatternRoles) group pattern roles" }
+        return nil
+    }
+
+    /// Builds the set from token (or connect-handler) roles; unknown roles are ignored, and so are roles that
+    /// break the limits above (``violation(roles:)`` lets the caller refuse them first).
     public init(roles: [String]) {
+        var roles = roles
+        if Self.violation(roles: roles) != nil {
+            roles = roles.filter { Self.violation(roles: [$0]) == nil }
+            var literals = 0, patterns = 0
+            roles = roles.filter { role in
+                let isPattern = GroupPermission.allCases.contains { role.hasPrefix("webpubsub.\($0.rawValue)s.") }
+                let isLiteral = !isPattern && GroupPermission.allCases.contains { role.hasPrefix("webpubsub.\($0.rawValue).") }
+                if isPattern { patterns += 1; return patterns <= Self.maximumPatternRoles }
+                if isLiteral { literals += 1; return literals <= Self.maximumLiteralRoles }
+                return true
+            }
+        }
         for role in roles {
             for permission in GroupPermission.allCases {
                 let base = "webpubsub." + permission.rawValue

@@ -10,7 +10,27 @@ extension WebPubSubEmulator {
         let logger = configuration.logger
         if s == ["api", "health"] { return HTTPResult(status: .ok) }
         if s == ["health"] { return .json(.ok, #"{"status":"Healthy"}"#) }
-        if s.first == "_emulator" { return hook(head.method, Array(s.dropFirst()), t, body) }
+        if s.first == "_emulator" {
+            switch hookAccess {
+            case .open: break
+            case .off:
+                state.countBadRequest()
+                logger.warning("test hook refused: hooks are off (see --test-hooks)", metadata: ["path": "\(t.path)"])
+                return .error(.notFound, "NotFound", "Test hooks are disabled.")
+            case .keyed:
+                let host = head.headers.first(name: "Host") ?? "localhost"
+                let auth = head.headers.first(name: "Authorization") ?? ""
+                guard auth.lowercased().hasPrefix("bearer "), (try? state.tokens.verifiedPayloadAndAudience(
+                    String(auth.dropFirst(7)).trimmingCharacters(in: .whitespaces),
+                    audienceMatches: { Audience.matchesREST(aud: $0, host: host, uri: head.uri) })) != nil
+                else {
+                    state.countBadRequest()
+                    logger.warning("test hook refused: no valid bearer token", metadata: ["path": "\(t.path)"])
+                    return .error(.unauthorized, "Unauthorized", "Test hooks need a bearer token signed with the access key.")
+                }
+            }
+            return hook(head.method, Array(s.dropFirst()), t, body)
+        }
         guard s.count >= 3, s[0] == "api", s[1] == "hubs" else {
             state.countBadRequest()
             logger.warning("unknown path", metadata: ["method": "\(head.method)", "path": "\(t.path)"])
@@ -93,7 +113,13 @@ extension WebPubSubEmulator {
             return noContent
         case (.POST, 1, ":generateToken"?):
             let minutes = Int(t.first("minutesToExpire") ?? "60") ?? 0
-            guard minutes >= 1 else { return .error(.badRequest, "BadRequest", "minutesToExpire must be ≥ 1.") }
+            let now = Int(Date().timeIntervalSince1970)
+            // Checked: a lifetime whose expiry does not fit a NumericDate is a bad request, not a trap.
+            let (seconds, o1) = minutes.multipliedReportingOverflow(by: 60)
+            let (expires, o2) = now.addingReportingOverflow(seconds)
+            guard minutes >= 1, !o1, !o2 else {
+                return .error(.badRequest, "BadRequest", "minutesToExpire must be ≥ 1 and give an expiry that fits in 64 bits.")
+            }
             let clientType = (t.first("clientType") ?? "Default").lowercased()
             let path: String
             switch clientType {
@@ -102,9 +128,8 @@ extension WebPubSubEmulator {
             case "socketio": path = "/clients/socketio/hubs/"
             default: return .error(.badRequest, "BadRequest", "Unknown clientType.")
             }
-            let now = Int(Date().timeIntervalSince1970)
             let token = state.tokens.sign(AccessTokenClaims(
-                audience: "\(t.scheme)://\(host.lowercased())\(path)\(hub)", expires: now + minutes * 60, issuedAt: now,
+                audience: "\(t.scheme)://\(host.lowercased())\(path)\(hub)", expires: expires, issuedAt: now,
                 userID: t.first("userId"), roles: t.all("role"), groups: t.all("group")))
             return .json(.ok, "{\"token\":\(JSONScanner.quoted(token))}")
         case (.POST, 1, ":addToGroups"?), (.POST, 1, ":removeFromGroups"?):
@@ -145,7 +170,13 @@ extension WebPubSubEmulator {
             case (.GET, 3) where rest[2] == "connections":
                 return listGroup(hub: hub, group: g, t: t, host: host)
             case (.PUT, 4) where rest[2] == "connections":
-                return state.addConnection(hub: hub, connectionID: rest[3], toGroup: g) ? ok : notFound
+                switch state.addConnection(hub: hub, connectionID: rest[3], toGroup: g) {
+                case true?: return ok
+                case false?:
+                    return .error(.badRequest, "BadRequest",
+                                  "The connection has joined the maximum of \(configuration.maxGroupsPerConnection) groups.")
+                case nil: return notFound
+                }
             case (.DELETE, 4) where rest[2] == "connections":
                 state.removeConnection(hub: hub, connectionID: rest[3], fromGroup: g)
                 return noContent
@@ -197,8 +228,9 @@ extension WebPubSubEmulator {
         let members = state.groupMembers(hub: hub, group: group)
         let pageSize = max(1, min(200, Int(t.first("maxpagesize") ?? "") ?? 200))
         let top = Int(t.first("top") ?? "").map { max(1, $0) }
-        let offset = max(0, Int(t.first("continuationToken") ?? "") ?? 0)
         let total = min(members.count, top ?? Int.max)
+        // Clamped before any arithmetic: a token past the end (up to Int.max) is an empty last page.
+        let offset = min(max(0, Int(t.first("continuationToken") ?? "") ?? 0), total)
         let end = min(total, offset + pageSize)
         let page = offset < end ? members[offset..<end] : []
         let items = page.map { "{\"connectionId\":\(JSONScanner.quoted($0.0)),\"userId\":\($0.1.map(JSONScanner.quoted) ?? "null")}" }
@@ -241,14 +273,16 @@ extension WebPubSubEmulator {
                     return .error(.notFound, "NotFound", "No connection '\(id)'.")
                 }
                 return .json(.ok, "{\"replayed\":\(n)}")
-            case "fail-acks":
-                found = state.ackHook(connectionID: id, fail: Int(t.first("count") ?? "1") ?? 1, drop: nil,
-                                      delayMilliseconds: t.first("delay-acks-ms").flatMap { Int($0) })
-            case "drop-acks":
-                found = state.ackHook(connectionID: id, fail: nil, drop: Int(t.first("count") ?? "1") ?? 1, delayMilliseconds: nil)
-            case "delay-acks":
-                found = state.ackHook(connectionID: id, fail: nil, drop: nil,
-                                      delayMilliseconds: Int(t.first("ms") ?? t.first("delay-acks-ms") ?? "0") ?? 0)
+            case "fail-acks", "drop-acks", "delay-acks":
+                // Bounded before they reach a counter or a timer (a delay in ms becomes nanoseconds).
+                let count = Int(t.first("count") ?? "1") ?? 1
+                let msText = s[2] == "delay-acks" ? t.first("ms") ?? t.first("delay-acks-ms") ?? "0" : t.first("delay-acks-ms")
+                let ms = msText.map { Int($0) ?? -1 }
+                guard (0...1_000_000).contains(count), ms.map({ (0...3_600_000).contains($0) }) ?? true else {
+                    return .error(.badRequest, "BadRequest", "count must be 0...1000000 and ms 0...3600000.")
+                }
+                found = state.ackHook(connectionID: id, fail: s[2] == "fail-acks" ? count : nil,
+                                      drop: s[2] == "drop-acks" ? count : nil, delayMilliseconds: ms)
             default:
                 return .error(.notFound, "NotFound", "Unknown hook '\(s[2])'.")
             }

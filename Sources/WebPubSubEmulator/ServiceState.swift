@@ -17,6 +17,8 @@ struct Stats {
     var recoveries = 0
     var badRequests = 0
     var slowClients = 0
+    var refusedConnections = 0
+    var timedOutConnections = 0
 }
 
 /// Work collected while the lock is held: socket operations (submitted before unlocking, to keep order) and
@@ -177,14 +179,16 @@ final class ServiceState: @unchecked Sendable {
     }
 
     private func scheduleKeepAlive(_ channel: any Channel, every seconds: TimeInterval) {
-        let interval = TimeAmount.milliseconds(Int64(seconds * 1000))
+        let interval = TimeAmount.clamped(seconds: seconds)
         let alloc = allocator
-        channel.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { task in
+        let task = channel.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { task in
             guard channel.isActive else { task.cancel(); return }
             // Paused sockets do not read, and the ping would be a write: skip it (the peer sees silence).
             if self.lock.withLock({ self.isPaused(channel) }) { return }
             channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .ping, data: alloc.buffer(capacity: 0)), promise: nil)
         }
+        // Cancelled with the socket, not at its next tick: a closed channel is not kept for up to one interval.
+        channel.closeFuture.whenComplete { _ in task.cancel() }
     }
 
     private var pausedChannels: Set<ObjectIdentifier> = []
@@ -245,7 +249,7 @@ final class ServiceState: @unchecked Sendable {
             if s.kind == .reliable && clientClosed != 1000 {
                 let window = configuration.recoveryWindow
                 if let loop = timerLoop {
-                    s.expiry = loop.scheduleTask(in: .milliseconds(Int64(window * 1000))) {
+                    s.expiry = loop.scheduleTask(in: .clamped(seconds: window)) {
                         self.mutate { fx in
                             guard !s.ended, s.channel == nil else { return }
                             self.logger.info("recovery window over", metadata: ["connectionId": "\(s.id)"])
@@ -295,9 +299,19 @@ final class ServiceState: @unchecked Sendable {
 
     // MARK: - Groups
 
-    private func join(_ s: Session, _ group: String) {
-        guard !s.ended, s.groups.insert(group).inserted else { return }
+    /// Adds `s` to `group`. False (and nothing changes) when `s` is already in
+    /// ``WebPubSubEmulator/Configuration/maxGroupsPerConnection`` other groups.
+    @discardableResult
+    private func join(_ s: Session, _ group: String) -> Bool {
+        guard !s.ended, !s.groups.contains(group) else { return true }
+        guard s.groups.count < configuration.maxGroupsPerConnection else {
+            logger.warning("group limit reached; join refused", metadata: [
+                "connectionId": "\(s.id)", "limit": "\(configuration.maxGroupsPerConnection)"])
+            return false
+        }
+        s.groups.insert(group)
         hubs[s.hubKey, default: HubState()].groups[group, default: [:]][s.id] = s
+        return true
     }
 
     private func leave(_ s: Session, _ group: String) {
@@ -362,7 +376,9 @@ final class ServiceState: @unchecked Sendable {
                 guard s.permissions.allows(.joinLeaveGroup, group: g) else {
                     return fail("Forbidden", "The client does not have permission to join group '\(g)'.")
                 }
-                join(s, g)
+                guard join(s, g) else {
+                    return fail("BadRequest", "The connection has joined the maximum of \(configuration.maxGroupsPerConnection) groups.")
+                }
                 succeed()
             case .leaveGroup(let g, _):
                 guard s.permissions.allows(.joinLeaveGroup, group: g) else {
@@ -548,12 +564,11 @@ final class ServiceState: @unchecked Sendable {
         }
     }
 
-    /// Returns false when the connection does not exist.
-    func addConnection(hub: String, connectionID: String, toGroup group: String) -> Bool {
+    /// nil when the connection does not exist, false when it is at its group limit.
+    func addConnection(hub: String, connectionID: String, toGroup group: String) -> Bool? {
         lock.withLock {
-            guard let s = hubs[hub.lowercased()]?.connections[connectionID] else { return false }
-            join(s, group)
-            return true
+            guard let s = hubs[hub.lowercased()]?.connections[connectionID] else { return nil }
+            return join(s, group)
         }
     }
 
@@ -699,7 +714,8 @@ final class ServiceState: @unchecked Sendable {
             "messagesOut":\(stats.messagesOut),"groupMessagesPublished":\(stats.groupMessagesPublished),\
             "bytesOut":\(stats.bytesOut),"acksSent":\(stats.acksSent),"restRequests":\(stats.restRequests),\
             "upstreamRequests":\(stats.upstreamRequests),"connectionsOpened":\(stats.connectionsOpened),\
-            "recoveries":\(stats.recoveries),"badRequests":\(stats.badRequests),"slowClients":\(stats.slowClients)}
+            "recoveries":\(stats.recoveries),"badRequests":\(stats.badRequests),"slowClients":\(stats.slowClients),\
+            "refusedConnections":\(stats.refusedConnections),"timedOutConnections":\(stats.timedOutConnections)}
             """
         }
     }
@@ -719,5 +735,7 @@ final class ServiceState: @unchecked Sendable {
 
     func countBadRequest() { lock.withLock { stats.badRequests += 1 } }
     func countSlowClient() { lock.withLock { stats.slowClients += 1 } }
+    func countRefusedConnection() { lock.withLock { stats.refusedConnections += 1 } }
+    func countTimedOutConnection() { lock.withLock { stats.timedOutConnections += 1 } }
     func countREST() { lock.withLock { stats.restRequests += 1 } }
 }

@@ -24,7 +24,7 @@ final class Upstream: Sendable {
         self.client = MiniHTTPClient(group: group)
         self.accessKey = Array(accessKey.utf8)
         self.origin = origin
-        self.timeout = .milliseconds(Int64(timeout * 1000))
+        self.timeout = .clamped(seconds: timeout)
         self.logger = logger
         self.state = state
     }

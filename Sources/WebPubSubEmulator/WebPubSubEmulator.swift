@@ -27,6 +27,20 @@ public final class WebPubSubEmulator: Sendable {
         var tlsPort: Int?
     }
     private let runtime = NIOLockedValueBox<Runtime?>(nil)
+    /// Sockets open now (HTTP and WebSocket), checked against ``Configuration/maxConnections``.
+    private let openSockets = NIOLockedValueBox<Int>(0)
+    /// The connection cap in force (resolved at ``start()``).
+    private let connectionCap = NIOLockedValueBox<Int>(Int.max)
+
+    /// How the `/_emulator/` hooks are served, from ``Configuration/testHooks`` and the bind address.
+    enum HookAccess { case open, keyed, off }
+    var hookAccess: HookAccess {
+        switch configuration.testHooks {
+        case .disabled: return .off
+        case .automatic: return Self.isLoopback(configuration.host) ? .open : .off
+        case .enabled: return Self.isLoopback(configuration.host) ? .open : .keyed
+        }
+    }
 
     /// Creates an emulator; nothing is bound until ``start()``.
     public init(configuration: Configuration = .init()) {
@@ -43,6 +57,8 @@ public final class WebPubSubEmulator: Sendable {
         }
         try runtime.withLockedValue { rt in
             precondition(rt == nil, "WebPubSubEmulator.start() called twice")
+            let cap = configuration.maxConnections ?? Self.descriptorBudget()
+            connectionCap.withLockedValue { $0 = max(1, cap) }
             let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
             let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
             state.timerLoop = group.next()
@@ -78,6 +94,8 @@ public final class WebPubSubEmulator: Sendable {
                 }
                 rt = runtime
                 logStart(runtime)
+                configuration.logger.info("limits", metadata: [
+                    "maxConnections": "\(max(1, cap))", "testHooks": "\(hookAccess)"])
             } catch {
                 for channel in bound { try? channel.close().wait() }
                 try? group.syncShutdownGracefully()
@@ -161,15 +179,38 @@ public final class WebPubSubEmulator: Sendable {
         "\(secure ? "https" : "http")://\(urlHost(host)):\(port)"
     }
 
+    /// The soft `RLIMIT_NOFILE` less 64 descriptors kept for the listener, upstream calls and the host process.
+    static func descriptorBudget() -> Int {
+        var rl = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) == 0, rl.rlim_cur < rlim_t(Int32.max) else { return 1 << 20 }
+        return max(16, Int(clamping: rl.rlim_cur) - 64)
+    }
+
     // MARK: - Pipeline
 
     func initialize(_ channel: any Channel, tls: TLSServerContext? = nil) throws {
+        let cap = connectionCap.withLockedValue { $0 }
+        let count = openSockets.withLockedValue { n -> Int in n += 1; return n }
+        let server = self
+        channel.closeFuture.whenComplete { _ in server.openSockets.withLockedValue { $0 -= 1 } }
+        if count > cap {
+            // Over the cap: answer 503 at once (before reading anything) and close, so the descriptor is
+            // given back and well-behaved clients see a status rather than a hang.
+            state.countRefusedConnection()
+            configuration.logger.warning("connection limit reached; socket refused with 503", metadata: [
+                "limit": "\(cap)", "remote": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"])
+            let text = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nx-ms-error-code: "
+                + "ConnectionCountLimitReached\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            channel.writeAndFlush(channel.allocator.buffer(string: text)).whenComplete { _ in channel.close(promise: nil) }
+            return
+        }
         if let tls {
             try channel.pipeline.syncOperations.addHandler(TLSServerHandler(
                 context: tls, handshakeTimeout: configuration.tls?.handshakeTimeout ?? 10, logger: configuration.logger), name: "tls")
         }
         let box = UpgradeBox()
-        let server = self
+        box.arm(channel, after: configuration.headerTimeout, server: self, what: "request head")
+        channel.closeFuture.whenComplete { _ in box.disarm() }  // on the channel's loop, like every box access
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: max(configuration.maxMessageSize, 1 << 14),
             automaticErrorHandling: false,
@@ -193,6 +234,26 @@ final class UpgradeBox: @unchecked Sendable {
         case recover(connectionID: String, token: String, hub: String, kind: ClientProtocolKind)
     }
     var decision: Decision = .none
+    /// The header or idle time-out running for this socket, if any.
+    private var deadline: Scheduled<Void>?
+
+    /// (Re)starts the time-out: when it fires before ``disarm()``, the socket is closed and the event logged.
+    func arm(_ channel: any Channel, after seconds: TimeInterval, server: WebPubSubEmulator, what: String) {
+        deadline?.cancel()
+        guard seconds > 0 else { deadline = nil; return }
+        deadline = channel.eventLoop.scheduleTask(in: .clamped(seconds: seconds)) {
+            server.state.countTimedOutConnection()
+            server.configuration.logger.warning("socket closed: no \(what) in time", metadata: [
+                "timeoutSeconds": "\(seconds)", "remote": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"])
+            channel.close(promise: nil)
+        }
+    }
+
+    /// Stops the time-out (a whole request arrived, or the socket was upgraded).
+    func disarm() {
+        deadline?.cancel()
+        deadline = nil
+    }
 }
 
 /// A new connection, as decided at upgrade time.
@@ -269,6 +330,7 @@ extension WebPubSubEmulator {
     }
 
     func shouldUpgrade(_ channel: any Channel, _ head: HTTPRequestHead, _ box: UpgradeBox) -> EventLoopFuture<HTTPHeaders?> {
+        box.disarm()  // an upgrade request has no body: it is whole
         let loop = channel.eventLoop
         let logger = configuration.logger
         func reject(_ status: HTTPResponseStatus, _ message: String) -> EventLoopFuture<HTTPHeaders?> {
@@ -305,6 +367,12 @@ extension WebPubSubEmulator {
         }
         for g in claims.groups where g.isEmpty || g.count > 1024 || g.allSatisfy({ $0.isWhitespace }) {
             return reject(.badRequest, "Invalid group name in token.")
+        }
+        if Set(claims.groups).count > configuration.maxGroupsPerConnection {
+            return reject(.badRequest, "The token names more than \(configuration.maxGroupsPerConnection) groups.")
+        }
+        if let why = PermissionSet.violation(roles: claims.roles) {
+            return reject(.badRequest, "Invalid roles in token: \(why).")
         }
         var plan = OpenPlan(connectionID: Crypto.newConnectionID(), hub: hub, kind: kind, userID: claims.userID,
                             roles: claims.roles, groups: claims.groups, claims: [:], connectionState: nil)

@@ -128,10 +128,14 @@ struct Handshake: Sendable {
             return .failed(WebSocketError(.invalidUpgradeResponse, "the answer is not HTTP/1.x"))
         }
         guard let headEnd = Self.findHeadEnd(buffer, from: max(0, scannedUpTo - 3)) else {
-            if buffer.count > Self.maximumHeadSize {
+            if buffer.count >= Self.maximumHeadSize {
                 return .failed(WebSocketError(.invalidUpgradeResponse, "response head larger than 16 KiB"))
             }
             return .needMore
+        }
+        // The same bound when the whole head arrived at once: the answer does not depend on how it was split.
+        if headEnd + 4 > Self.maximumHeadSize {
+            return .failed(WebSocketError(.invalidUpgradeResponse, "response head larger than 16 KiB"))
         }
         guard let head = String(validating: buffer[0..<headEnd], as: UTF8.self) else {
             return .failed(WebSocketError(.invalidUpgradeResponse, "response head is not UTF-8"))
@@ -159,7 +163,13 @@ struct Handshake: Sendable {
             headers.first { $0.name.caseInsensitiveCompare(n) == .orderedSame }?.value
         }
         guard status == 101 else {
-            let length = header("Content-Length").flatMap { Int($0) }
+            var length: Int?
+            if let text = header("Content-Length") {
+                guard let n = Self.contentLength(text) else {
+                    return .failed(WebSocketError(.invalidUpgradeResponse, "bad Content-Length", httpStatus: status))
+                }
+                length = n
+            }
             let cap = min(length ?? Self.maximumBodySize, Self.maximumBodySize)
             return .rejected(status: status, headers: headers, body: Array(rest.prefix(cap)), bodyLength: length)
         }
@@ -194,6 +204,21 @@ struct Handshake: Sendable {
         let response = WebSocketHandshakeResponse(
             status: 101, headers: headers, subprotocol: subprotocols.isEmpty ? nil : selected)
         return .upgraded(response, leftover: rest)
+    }
+
+    /// A `Content-Length` value (RFC 9110 §8.6: one or more ASCII digits), saturated at `Int.max`; nil for
+    /// anything else (a sign, spaces inside, a list, other characters). The caller caps what it reads.
+    static func contentLength(_ text: String) -> Int? {
+        let digits = text.utf8
+        guard !digits.isEmpty, digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        var n = 0
+        for d in digits {
+            let (times10, o1) = n.multipliedReportingOverflow(by: 10)
+            let (sum, o2) = times10.addingReportingOverflow(Int(d - 0x30))
+            if o1 || o2 { return Int.max }
+            n = sum
+        }
+        return n
     }
 
     /// Removes CR, LF and NUL (by scalar: "\r\n" is one Character in Swift).

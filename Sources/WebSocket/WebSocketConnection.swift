@@ -127,6 +127,8 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     private var watchdogTimer: (any DispatchSourceTimer)?
     private var failure: WebSocketError?
     private var lastInbound: UInt64 = 0
+    /// Wire bytes of pongs appended to `outbound` since it was last written out completely.
+    private var unwrittenControlBytes = 0
     private var maskPool = [UInt8](repeating: 0, count: 256)
     private var maskPoolIndex = 256
 
@@ -648,7 +650,18 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         case .deliver(let message):
             handlers?.onMessage(message)
         case .sendPong(let payload):
+            // Every ping is answered, but a peer that floods pings without reading must not make us
+            // buffer pongs without bound: past the cap it is closed with 1008, like a slow client.
+            let before = outbound.count
             writeFrame(.pong, payload)
+            unwrittenControlBytes += max(0, outbound.count - before)
+            if unwrittenControlBytes > Self.maximumUnwrittenControlBytes && outboundStart < outbound.count {
+                logger.info("peer floods pings without reading the pongs; closing with 1008",
+                               metadata: ["ws.unwritten_pong_bytes": "\(unwrittenControlBytes)"])
+                perform(machine.peerNotReading(
+                    "more than \(Self.maximumUnwrittenControlBytes) bytes of pongs wait for a peer that does not read"))
+                return
+            }
             flush()
         case .pongReceived(let payload):
             handlers?.onPong(payload)
@@ -763,6 +776,11 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         var offset = 0
     }
 
+    /// The most bytes of pong frames that may wait for a peer that does not read them (counted since the
+    /// output buffer was last written out completely). A peer that makes more pile up by flooding pings is
+    /// closed with 1008 and ``WebSocketError/Code/peerNotReading``.
+    public static let maximumUnwrittenControlBytes = 256 * 1024
+
     /// Wire bytes kept encoded ahead of the socket while fragments wait.
     private static let fragmentLowWater = 64 * 1024
 
@@ -851,6 +869,7 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         if outboundStart == outbound.count {
             outbound.removeAll(keepingCapacity: outbound.capacity <= 1 << 20)
             outboundStart = 0
+            unwrittenControlBytes = 0
             if !writeSuspended, let w = writeSource {
                 w.suspend()
                 writeSuspended = true
@@ -939,6 +958,7 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         tls = nil
         outbound = []
         outboundStart = 0
+        unwrittenControlBytes = 0
         dropPendingFragments()
         parser = FrameParser(maximumFrameSize: parser.maximumFrameSize)
         for (_, reserved) in earlyMessages { backlog.release(reserved) }

@@ -13,7 +13,7 @@ public struct WebSocketError: Error, Sendable, CustomStringConvertible {
             case invalidURL, nameResolutionFailed, connectionFailed, timedOut, tlsHandshakeFailed
             case certificateVerificationFailed, upgradeRejected, invalidUpgradeResponse, subprotocolMismatch
             case invalidAcceptKey, protocolViolation, invalidUTF8, messageTooBig, pongTimeout
-            case connectionReset, closeTimeout, cancelled, ioError
+            case connectionReset, closeTimeout, cancelled, ioError, peerNotReading
         }
         fileprivate var backing: Backing
 
@@ -53,6 +53,9 @@ public struct WebSocketError: Error, Sendable, CustomStringConvertible {
         public static let closeTimeout = Code(backing: .closeTimeout)
         /// ``WebSocketConnection/abort()`` or ``WebSocketConnection/close(code:reason:)`` before the connection opened.
         public static let cancelled = Code(backing: .cancelled)
+        /// The peer kept sending pings without reading our pongs: the pongs waiting to be written passed
+        /// ``WebSocketConnection/maximumUnwrittenControlBytes`` and we closed with 1008 (policy violation).
+        public static let peerNotReading = Code(backing: .peerNotReading)
         /// A socket call failed (``WebSocketError/errno``).
         public static let ioError = Code(backing: .ioError)
 

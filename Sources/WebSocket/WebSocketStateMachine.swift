@@ -147,6 +147,13 @@ struct WebSocketStateMachine: Sendable {
         return fail(error.closeCode, code, error.message)
     }
 
+    /// The peer keeps sending frames that need an answer (pings) but does not read the answers: the
+    /// unwritten replies passed their bound. Fails with 1008 (policy violation).
+    mutating func peerNotReading(_ message: String) -> Action {
+        guard state == .open else { return .none }
+        return fail(.policyViolation, .peerNotReading, message)
+    }
+
     /// The application asks to close. Returns true when a close frame must be sent.
     mutating func close() -> Bool {
         guard state == .open else { return false }

@@ -40,8 +40,15 @@ struct Demo: ParsableCommand {
     @Option(help: "Chaos run: publish for this many seconds while faults hit random clients (make chaos, make soak).")
     var chaos: Double?
 
+    @Option(help: "Resource check: this many client open/join/send/close cycles; descriptors, threads and resident memory of both processes before and after (make soak-resources).")
+    var cycles: Int?
+
     func run() throws {
         let emulatorPath = emulator ?? EmulatorProcess.besideThisExecutable
+        if let cycles {
+            if !(try ResourceCycles.run(emulatorPath: emulatorPath, cycles: cycles)) { throw ExitCode(1) }
+            return
+        }
         let session = try DemoSession(emulatorPath: emulatorPath, messagesPerSender: messages,
                                       interval: .milliseconds(interval), verbose: verbose, chaos: chaos)
         defer { session.shutdown() }

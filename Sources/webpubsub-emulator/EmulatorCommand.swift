@@ -46,11 +46,33 @@ struct Serve: ParsableCommand {
             help: "off, or accept-unvalidated: REST calls accept Microsoft Entra ID bearer tokens (audience and lifetime checked, signature NOT).")
     var entraID = "off"
 
+    @Option(name: .customLong("max-connections"),
+            help: "Most open sockets; beyond it a socket gets 503 and is closed (default: the descriptor limit less 64).")
+    var maxConnections: Int?
+    @Option(name: .customLong("header-timeout"), help: "Seconds a socket may take to send a whole HTTP request.")
+    var headerTimeout: Double = 10
+    @Option(name: .customLong("idle-timeout"), help: "Seconds a kept-alive HTTP connection may idle between requests.")
+    var idleTimeout: Double = 60
+    @Option(name: .customLong("max-groups-per-connection"), help: "Most groups one connection may be in.")
+    var maxGroupsPerConnection = 1000
+    @Option(name: .customLong("test-hooks"),
+            help: "automatic (on for loopback binds only), enabled (bearer token needed off loopback), disabled.")
+    var testHooks = "automatic"
+
     func validate() throws {
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together.") }
         guard tlsPort == nil || tlsCert != nil else { throw ValidationError("--tls-port needs --tls-cert and --tls-key.") }
         guard WebPubSubEmulator.EntraIDMode(rawValue: entraID) != nil else {
             throw ValidationError("--entra-id must be off or accept-unvalidated, got '\(entraID)'.")
+        }
+        guard WebPubSubEmulator.TestHooks(rawValue: testHooks) != nil else {
+            throw ValidationError("--test-hooks must be automatic, enabled or disabled.")
+        }
+        guard (maxConnections ?? 1) >= 1, maxGroupsPerConnection >= 1 else {
+            throw ValidationError("--max-connections and --max-groups-per-connection must be at least 1.")
+        }
+        guard headerTimeout.isFinite, idleTimeout.isFinite, headerTimeout >= 0, idleTimeout >= 0 else {
+            throw ValidationError("--header-timeout and --idle-timeout must be seconds ≥ 0 (0 = none).")
         }
         guard outboundBufferBytes >= 1024 else { throw ValidationError("--outbound-buffer-bytes must be at least 1024.") }
         guard accessKey.utf8.count >= 32, !accessKey.contains(";"), !accessKey.contains(where: { $0.isASCII && $0.asciiValue! < 32 }) else {
@@ -78,6 +100,11 @@ struct Serve: ParsableCommand {
             config.tls = .init(certificateFile: tlsCert, privateKeyFile: tlsKey, port: tlsPort)
         }
         config.entraID = WebPubSubEmulator.EntraIDMode(rawValue: entraID) ?? .off
+        config.maxConnections = maxConnections
+        config.headerTimeout = headerTimeout
+        config.idleTimeout = idleTimeout
+        config.maxGroupsPerConnection = maxGroupsPerConnection
+        config.testHooks = WebPubSubEmulator.TestHooks(rawValue: testHooks) ?? .automatic
         let emulator = WebPubSubEmulator(configuration: config)
         do {
             try emulator.start()

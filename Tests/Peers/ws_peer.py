@@ -29,6 +29,9 @@ Modes served with raw asyncio sockets (a hand-made handshake, then a script):
                   "PONG_AFTER <data frames before the pong>" and "FRAGMENTS <data frames in the message>"
   garbage         completes the upgrade, then sends random bytes (a new seed per connection)
   garbagehttp     answers the upgrade request with random bytes
+  negativelength  answers the upgrade with 400 and "Content-Length: -1"
+  pingflood       completes the upgrade, then sends 125-byte pings without ever reading (tiny receive
+                  buffer) until the client closes the socket or 512 MiB went out; reports "FLOOD_SENT <bytes>"
 Every client close frame a raw mode receives is printed as "CLIENT_CLOSE <code>".
 """
 import argparse
@@ -179,6 +182,11 @@ async def raw_handler(mode, args, reader, writer):
             await writer.drain()
             await asyncio.sleep(0.5)
             return
+        if mode == "negativelength":
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: -1\r\n\r\nbad")
+            await writer.drain()
+            await asyncio.sleep(0.5)
+            return
         if mode == "http403chunked":
             writer.write(
                 b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
@@ -260,6 +268,19 @@ async def raw_handler(mode, args, reader, writer):
             await drain_client(reader, writer)
         elif mode == "noread":
             await asyncio.sleep(3600)
+        elif mode == "pingflood":
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            burst = frame(9, b"p" * 125) * 512
+            sent = 0
+            try:
+                while sent < 512 << 20:
+                    writer.write(burst)
+                    await writer.drain()
+                    sent += len(burst)
+            except ConnectionError:
+                pass
+            print(f"FLOOD_SENT {sent}", flush=True)
         elif mode == "garbage":
             writer.write(fuzz_bytes(rng))
             await writer.drain()

@@ -246,3 +246,73 @@ import Testing
         #expect(ClientProtocolKind.negotiate(["protobuf.webpubsub.azure.v1"]) == .raw)
     }
 }
+
+/// Issue 10: the pure rules behind the hostile-input fixes.
+@Suite struct HostileInputLogicTests {
+    let alice = ODataFilter.Subject(connectionID: "c1", userID: "alice", groups: ["g1"])
+
+    @Test("OData: no Double→Int trap, (x) is x, and length, token and depth limits are syntax errors")
+    func odataLimits() throws {
+        #expect(try ODataFilter("substring('',9999999999999999999) eq ''").matches(alice))
+        #expect(try ODataFilter("substring('abc',-99999999999999999999) eq 'abc'").matches(alice))
+        #expect(try ODataFilter("(true)").matches(alice))
+        #expect(try ODataFilter("userId eq ('alice')").matches(alice))
+        #expect(try ODataFilter("userId in ('alice')").matches(alice))
+        #expect(try ODataFilter(String(repeating: "(", count: 31) + "true" + String(repeating: ")", count: 31)).matches(alice))
+        for text in [String(repeating: "(", count: 40) + "true" + String(repeating: ")", count: 40),
+                     String(repeating: "not ", count: 40) + "true",
+                     Array(repeating: "true", count: 600).joined(separator: " and "),
+                     "'" + String(repeating: "x", count: 9000) + "' eq userId"] {
+            #expect(throws: ODataFilter.SyntaxError.self) { try ODataFilter(text) }
+        }
+    }
+
+    @Test("OData indexof counts Characters and never traps (the fuzzer's input that trapped in Foundation's range(of:))")
+    func odataIndexOf() throws {
+        #expect(try ODataFilter("indexof('aé👍🏽b', 'b') eq 3").matches(alice))
+        #expect(try ODataFilter("indexof('abc', 'abcd') eq -1").matches(alice))
+        #expect(try ODataFilter("indexof('abc', '') eq 0").matches(alice))
+        let seed = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../Fuzz/Corpus/odata/indexof-utf16-trap").standardized
+        let text = String(decoding: try Data(contentsOf: seed), as: UTF8.self)
+        _ = try ODataFilter(text).matches(alice)
+    }
+
+    @Test("tokens: exp at Int.max or fractional is judged; nbf and iat beyond the skew are notYetValid")
+    func tokenDates() throws {
+        let codec = AccessTokenCodec(accessKey: WebPubSubEmulator.defaultAccessKey)
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        func verify(_ claims: [String: Any]) throws(AccessTokenError) {
+            _ = try codec.verify(codec.sign(object: claims.merging(["aud": "a"]) { a, _ in a }), now: now) { _ in true }
+        }
+        try verify(["exp": Int.max])
+        try verify(["exp": 1_800_000_000.5])
+        try verify(["exp": "1800000100", "nbf": 1_800_000_200, "iat": 1_800_000_299])
+        #expect(throws: AccessTokenError.expired) { try verify(["exp": -Double.greatestFiniteMagnitude]) }
+        #expect(throws: AccessTokenError.expired) { try verify(["exp": 1_799_999_000]) }
+        #expect(throws: AccessTokenError.notYetValid) { try verify(["exp": Int.max, "nbf": 1_800_000_301]) }
+        #expect(throws: AccessTokenError.notYetValid) { try verify(["exp": Int.max, "iat": Int.max]) }
+        #expect(throws: AccessTokenError.malformed) { try verify(["exp": Int.max, "nbf": "tomorrow"]) }
+        #expect(AccessTokenCodec.number(1e300 as Double) == Int.max)
+    }
+
+    @Test("JSON scanner: I-JSON — no invalid UTF-8, no unpaired surrogate escape, no number beyond a double")
+    func iJSON() {
+        #expect(JSONScanner.isValid(Array(#"["\ud83d\ude00","é",1e308,12345678901234567890]"#.utf8)))
+        for bad: [UInt8] in [[0x22, 0xFF, 0x22], [0x22, 0xED, 0xA0, 0x80, 0x22], Array(#""\udde0""#.utf8),
+                             Array(#""\ud83d x""#.utf8), Array("1e400".utf8), Array("-1e999".utf8)] {
+            #expect(!JSONScanner.isValid(bad), "\(bad)")
+        }
+    }
+
+    @Test("roles: more than 5 '*' or 10 patterns or 1,000 literals are refused; within them, matching works")
+    func roleLimits() {
+        #expect(PermissionSet.violation(roles: ["webpubsub.joinLeaveGroups.a*b*c*d*e*"]) == nil)
+        #expect(PermissionSet.violation(roles: ["webpubsub.joinLeaveGroups.******"]) != nil)
+        #expect(PermissionSet.violation(roles: (0...10).map { "webpubsub.sendToGroups.p\($0)*" }) != nil)
+        #expect(PermissionSet.violation(roles: (0...1000).map { "webpubsub.sendToGroup.g\($0)" }) != nil)
+        let p = PermissionSet(roles: ["webpubsub.joinLeaveGroups." + String(repeating: "x", count: 2000), "webpubsub.joinLeaveGroup.ok"])
+        #expect(p.allows(.joinLeaveGroup, group: "ok"))
+        #expect(!p.allows(.joinLeaveGroup, group: String(repeating: "x", count: 2000)))
+    }
+}

@@ -578,3 +578,35 @@ extension RealPeerTests {
         #expect(c.bufferedAmount == 0)
     }
 }
+
+// MARK: Hostile peers (issue 10): each of these brought the process down or grew it without bound before.
+extension RealPeerTests {
+    @Test("a non-101 answer with Content-Length: -1 → invalidUpgradeResponse (the process used to trap)")
+    func negativeContentLength() throws {
+        let (peer, port) = try startPeer("negativelength")
+        defer { peer.stop() }
+        let (_, r) = startConnection("ws://127.0.0.1:\(port)/")
+        let error = r.waitForClose()?.error
+        #expect(error?.code == .invalidUpgradeResponse)
+        #expect(error?.httpStatus == 400)
+        #expect(r.openCount == 0)
+    }
+
+    @Test("a peer that floods pings without reading is closed with 1008 peerNotReading; the pongs stay bounded")
+    func pingFlood() throws {
+        let (peer, port) = try startPeer("pingflood")
+        defer { peer.stop() }
+        var config = WebSocketConfiguration()
+        config.closeTimeout = 0.5
+        let (c, r) = startConnection("ws://127.0.0.1:\(port)/", configuration: config)
+        #expect(r.waitForOpen())
+        let report = r.waitForClose(timeout: 60)
+        #expect(report?.error?.code == .peerNotReading)
+        #expect(report?.error?.closeCode == .policyViolation)
+        #expect(report?.code == .abnormalClosure || report?.code == .policyViolation)
+        // The flood ended because we closed the socket, long before its 512 MiB.
+        let sent = Int(try peer.value(after: "FLOOD_SENT ", timeout: 20)) ?? -1
+        #expect(sent > 0 && sent < 512 << 20, "\(sent)")
+        #expect(c.bufferedAmount == 0)
+    }
+}

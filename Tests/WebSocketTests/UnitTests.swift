@@ -481,3 +481,60 @@ struct HandshakeTests {
         }
     }
 }
+
+// MARK: Hostile input (issue 10)
+@Suite("Hostile input units")
+struct HostileInputUnitTests {
+    let handshake = Handshake(key: "dGhlIHNhbXBsZSBub25jZQ==", subprotocols: [])
+
+    @Test("Content-Length must be digits: a sign, a list, spaces or letters fail the upgrade", arguments: [
+        "-1", "+5", "1,2", "1 2", "0x10", "", "١٢",
+    ])
+    func badContentLength(_ value: String) {
+        let answer = Array("HTTP/1.1 400 Bad Request\r\nContent-Length: \(value)\r\n\r\nbody".utf8)
+        guard case .failed(let e) = handshake.parse(answer) else {
+            Issue.record("accepted Content-Length '\(value)'")
+            return
+        }
+        #expect(e.code == .invalidUpgradeResponse)
+        #expect(e.httpStatus == 400)
+    }
+
+    @Test("a huge Content-Length saturates and the kept body stays capped at 4 KiB")
+    func hugeContentLength() {
+        let answer = Array("HTTP/1.1 500 Oops\r\nContent-Length: 99999999999999999999999\r\n\r\nxyz".utf8)
+        guard case .rejected(let status, _, let body, let length) = handshake.parse(answer) else {
+            Issue.record("not rejected")
+            return
+        }
+        #expect(status == 500)
+        #expect(length == Int.max)
+        #expect(body == Array("xyz".utf8))
+        #expect(Handshake.contentLength("0") == 0)
+        #expect(Handshake.contentLength("0012") == 12)
+    }
+
+    @Test("a head over 16 KiB fails whether it arrives whole or in pieces")
+    func headLimitWhole() {
+        let filler = String(repeating: "a", count: 17 * 1024)
+        let answer = Array("HTTP/1.1 401 No\r\nX-Filler: \(filler)\r\n\r\n".utf8)
+        guard case .failed(let e) = handshake.parse(answer) else {
+            Issue.record("a 17 KiB head was accepted")
+            return
+        }
+        #expect(e.code == .invalidUpgradeResponse)
+    }
+
+    @Test("peerNotReading fails an open connection with 1008, once")
+    func peerNotReadingAction() {
+        var m = WebSocketStateMachine(maximumMessageSize: 1024)
+        guard case .fail(let code, let error) = m.peerNotReading("flood") else {
+            Issue.record("no fail action")
+            return
+        }
+        #expect(code == .policyViolation)
+        #expect(error.code == .peerNotReading)
+        #expect(m.peerNotReading("again") == .none)
+        #expect(m.receive(WebSocketFrame(fin: true, opcode: .ping, payload: [1])) == .none)
+    }
+}
