@@ -32,8 +32,13 @@ struct ConcurrencyDocExamplesTests {
         }
         // end snippet
 
-        try await client.sendToGroup("chat", .text("streamed"))
-        #expect(await eventuallyAsync { printed.values.contains("chat: streamed") })
+        // The stream subscribes when its loop starts, in its own task: publish until it has seen one.
+        var streamed = false
+        for _ in 0..<100 where !streamed {
+            try await client.sendToGroup("chat", .text("streamed"))
+            streamed = await eventuallyAsync(timeout: 0.1) { printed.values.contains("chat: streamed") }
+        }
+        #expect(streamed)
 
         // snippet: async-cancel
         let send = Task { try await client.sendToGroup("chat", .text("maybe")) }
