@@ -30,6 +30,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Messages in flight at most while measuring receive rates.") var window = 500
     @Option(help: "Log level of our clients (trace … critical).") var logLevel = "warning"
     @Option(help: "Seconds each Python phase may take at most.") var pythonPhaseLimit = 30.0
+    @Option(help: "Repetitions of the raw-baseline comparison (each phase raw, then ours).") var repetitions = 5
+    @Option(help: "Idle reliable clients to open in one process (0: skip).") var idleClients = 2000
+    @Option(help: "Seconds the idle clients are watched.") var idleSeconds = 30.0
 
     func run() throws {
         let path = emulator ?? EmulatorProcess.besideThisExecutable
@@ -38,12 +41,27 @@ struct Bench: ParsableCommand {
         defer { emu.stop() }
         print("emulator: \(emu.endpoint) (\(path))")
 
-        let swift = try SwiftSide(emulator: emu, payload: payload, logLevel: Logger.Level(rawValue: logLevel) ?? .warning).run(acked: acked, fire: fire, receive: receive, window: window)
+        let side = SwiftSide(emulator: emu, payload: payload, logLevel: Logger.Level(rawValue: logLevel) ?? .warning)
+        var comparison: [(String, [Sample], [Sample])] = []
+        if repetitions > 0 {
+            comparison = try Comparison(emulator: emu, side: side, repetitions: repetitions, acked: acked, fire: fire,
+                                        receive: receive, window: window).run()
+        }
+        let swift = try side.run(acked: acked, fire: fire, receive: receive, window: window)
+        var idle: IdleResult?
+        if idleClients > 0 {
+            FileHandle.standardError.write(Data("opening \(idleClients) idle clients\n".utf8))
+            idle = try idlePhase(emulator: emu, clients: idleClients, idleSeconds: idleSeconds)
+        }
         var py: [String: Any]? = nil
         if !python.isEmpty {
             py = try runPython(emu)
         }
         Report(swift: swift, python: py, acked: acked, fire: fire, receive: receive, payload: payload).print()
+        if !comparison.isEmpty { printComparison(comparison, repetitions: repetitions) }
+        idle?.print()
+        Swift.print("")
+        Swift.print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; emulator \(emu.endpoint)")
     }
 
     private func runPython(_ emu: EmulatorProcess) throws -> [String: Any]? {
