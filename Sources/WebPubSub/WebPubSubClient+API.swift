@@ -44,6 +44,7 @@ extension WebPubSubClient {
 
     private func perform(_ request: OperationRequest, ackID: UInt64?, fireAndForget: Bool = false,
                          timeout: TimeInterval?) throws(WebPubSubError) -> WebPubSubResult {
+        if fireAndForget, ackID == nil, let sent = sendDirectly(request) { return sent }
         let token = makeToken()
         return try blocking { client, done in
             client.startOperation(request, token: token, ackID: ackID, fireAndForget: fireAndForget, timeout: timeout, done)
