@@ -127,7 +127,7 @@ enum DownstreamMessage: Equatable {
         let fields: [String: JSONField]
         let bytes: [UInt8]
         do {
-            (fields, bytes) = try JSONScanner.topLevelFields(Array(text.utf8))
+            (fields, bytes) = try JSONScanner.topLevelFields(text)
         } catch let e as JSONSyntaxError {
             return .malformed(reason: "invalid JSON at offset \(e.offset): \(e.reason)", sequenceID: nil)
         } catch {

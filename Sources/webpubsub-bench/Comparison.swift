@@ -131,8 +131,10 @@ struct Comparison {
             let fireFrames = (0..<fire).map { _ in
                 rawSender.frame(#"{"type":"sendToGroup","group":"bench-fire","dataType":"text","data":"\#(payload)","noEcho":true}"#)
             }
-            raw = try timedFire { for f in fireFrames { rawSender.writeAll(f) } }
-            ours = try timedFire { for _ in 0..<fire { try sender.sendToGroup("bench-fire", .text(payload), noEcho: true, fireAndForget: true) } }
+            raw = try timedFire(barrier: {}) { for f in fireFrames { rawSender.writeAll(f) } }
+            ours = try timedFire(barrier: { _ = sender.isConnected }) {
+                for _ in 0..<fire { try sender.sendToGroup("bench-fire", .text(payload), noEcho: true, fireAndForget: true) }
+            }
             results["fire", default: ([], [])].0.append(raw)
             results["fire", default: ([], [])].1.append(ours)
 
@@ -171,11 +173,16 @@ struct Comparison {
 
     private func messagesIn() throws -> Int { (try emulator.stats()["messagesIn"] as? Int) ?? 0 }
 
-    private func timedFire(_ body: () throws -> Void) throws -> Sample {
+    /// The call rate is timed over the calls; CPU, context switches and allocations until `barrier`
+    /// returned (ours: a call through the client's queue, behind every write the calls queued).
+    private func timedFire(barrier: () -> Void, _ body: () throws -> Void) throws -> Sample {
         let inBefore = try messagesIn()
         let before = Usage.now()
         try body()
+        let called = Usage.now()
+        barrier()
         var s = Sample(count: fire, Usage.now() - before)
+        s.rate = Double(fire) / (Double(called.nanoseconds - before.nanoseconds) / 1e9)
         let deadline = Date().addingTimeInterval(60)
         while try messagesIn() - inBefore < fire, Date() < deadline { usleep(1_000) }
         s.arrived = Double(fire) / (Double(DispatchTime.now().uptimeNanoseconds - before.nanoseconds) / 1e9)
