@@ -154,11 +154,14 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Counts the benchmark process's heap allocations (its own malloc family in front of glibc's).
+        .target(name: "CAllocCounter"),
         .executableTarget(
             name: "webpubsub-bench",
             dependencies: [
                 "WebPubSub",
                 "EmulatorLauncher",
+                "CAllocCounter",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser", condition: emulatorOnly),
             ],

@@ -1,20 +1,25 @@
 import Dispatch
 import Foundation
+import WebSocket
 
 /// The handlers registered with ``WebPubSubClient/subscribe(_:_:)``, and their delivery on the
 /// serial callback queue.
 ///
-/// Events are queued to `callbackQueue` in the order they happen, so handlers run one at a time in
-/// arrival order. A handler runs only if it is still registered when its turn comes, and
-/// ``remove(_:)`` waits for a running handler to finish (unless it is called on the callback queue
-/// itself), so no handler runs after `unsubscribe` returns.
-final class CallbackRegistry: @unchecked Sendable {  // `entries` and `nextID` are guarded by `lock`
+/// Events and completion work go into one FIFO list in the order they happen; the callback queue
+/// drains it, so handlers run one at a time in arrival order. Whatever was added while a drain was
+/// pending goes in the same callback-queue hop (all messages of one socket read, typically). The
+/// handlers are an immutable snapshot, replaced on every `add` and `remove`; each event reads the
+/// current one when its turn comes (one lock per event, none per handler), so a handler runs only if
+/// it is still registered then, and ``remove(_:)`` waits for a running handler to finish (unless it
+/// is called on the callback queue itself): no handler runs after `unsubscribe` returns.
+final class CallbackRegistry: Sendable {
     typealias Handler = @Sendable (any Sendable) -> Void
+    typealias Snapshot = [CallbackKind: [(id: UInt64, handler: Handler)]]
 
     let callbackQueue: DispatchQueue
-    private let lock = NSLock()
-    private var entries: [CallbackKind: [(id: UInt64, handler: Handler)]] = [:]
-    private var nextID: UInt64 = 1
+    private let handlers = LockedValue<(snapshot: Snapshot, nextID: UInt64)>(([:], 1))
+    /// Work not yet run on the callback queue, and whether a drain is scheduled.
+    private let pending = LockedValue<(work: [@Sendable () -> Void], scheduled: Bool)>(([], false))
     /// Marks `callbackQueue` so that `remove` can tell whether it runs on it.
     private let onCallbackQueueKey = DispatchSpecificKey<Bool>()
 
@@ -38,24 +43,24 @@ final class CallbackRegistry: @unchecked Sendable {  // `entries` and `nextID` a
         let erased: Handler = { value in
             if let event = value as? Event { handler(event) }
         }
-        lock.lock()
-        defer { lock.unlock() }
-        let id = nextID
-        nextID += 1
-        entries[type.kind, default: []].append((id, erased))
-        return Subscription(id: id)
+        return handlers.withLock { h in
+            let id = h.nextID
+            h.nextID += 1
+            h.snapshot[type.kind, default: []].append((id, erased))
+            return Subscription(id: id)
+        }
     }
 
     /// Removes a registration; afterwards its handler does not run again.
     func remove(_ subscription: Subscription) {
-        lock.lock()
-        for (kind, list) in entries {
-            if let index = list.firstIndex(where: { $0.id == subscription.id }) {
-                entries[kind]!.remove(at: index)
-                break
+        handlers.modify { h in
+            for (kind, list) in h.snapshot {
+                if let index = list.firstIndex(where: { $0.id == subscription.id }) {
+                    h.snapshot[kind]!.remove(at: index)
+                    break
+                }
             }
         }
-        lock.unlock()
         // A handler of this registration may be running right now on the callback queue: wait for
         // it, unless we are that handler (then only later deliveries are prevented).
         if !isOnCallbackQueue {
@@ -63,28 +68,28 @@ final class CallbackRegistry: @unchecked Sendable {  // `entries` and `nextID` a
         }
     }
 
-    private func isRegistered(_ id: UInt64, _ kind: CallbackKind) -> Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return entries[kind]?.contains(where: { $0.id == id }) ?? false
-    }
-
     func count(_ kind: CallbackKind) -> Int {
-        lock.lock()
-        defer { lock.unlock() }
-        return entries[kind]?.count ?? 0
+        handlers.withLock { $0.snapshot[kind]?.count ?? 0 }
     }
 
     /// Queues `event` for every handler of `type`, behind everything queued before; `then` runs on
     /// the callback queue after the handlers.
     func emit<Event>(_ type: CallbackType<Event>, _ event: Event, then: (@Sendable () -> Void)? = nil) {
         let kind = type.kind
-        callbackQueue.async { [self] in
-            lock.lock()
-            let snapshot = entries[kind] ?? []
-            lock.unlock()
-            for entry in snapshot where isRegistered(entry.id, kind) {
-                entry.handler(event)
+        let handlers = self.handlers
+        run {
+            // The handlers registered now: one removed since is not called. With several, the
+            // snapshot is read again after each, since a handler may remove another.
+            var list = handlers.withLock({ $0.snapshot[kind] }) ?? []
+            var index = 0
+            while index < list.count {
+                list[index].handler(event)
+                index += 1
+                if index < list.count {
+                    let current = handlers.withLock({ $0.snapshot[kind] }) ?? []
+                    list = list[index...].filter { e in current.contains(where: { $0.id == e.id }) }
+                    index = 0
+                }
             }
             then?()
         }
@@ -92,6 +97,29 @@ final class CallbackRegistry: @unchecked Sendable {  // `entries` and `nextID` a
 
     /// Runs `work` on the callback queue, in order with the events (completion handlers).
     func run(_ work: @escaping @Sendable () -> Void) {
-        callbackQueue.async(execute: work)
+        let schedule = pending.withLock { p in
+            p.work.append(work)
+            if p.scheduled { return false }
+            p.scheduled = true
+            return true
+        }
+        if schedule { callbackQueue.async { [self] in drain() } }
+    }
+
+    /// Runs every queued piece of work, in order, until none is left.
+    private func drain() {
+        while true {
+            let batch = pending.withLock { p -> [@Sendable () -> Void] in
+                if p.work.isEmpty {
+                    p.scheduled = false
+                    return []
+                }
+                let b = p.work
+                p.work.removeAll(keepingCapacity: true)
+                return b
+            }
+            if batch.isEmpty { return }
+            for work in batch { work() }
+        }
     }
 }

@@ -74,32 +74,45 @@ struct JSONField {
 
 /// A validating JSON scanner over UTF-8 bytes.
 struct JSONScanner {
-    private let bytes: [UInt8]
+    /// The document; valid only while the scanner is used (inside the `withUTF8` of the text it reads).
+    private let bytes: UnsafeBufferPointer<UInt8>
     private var i = 0
+    /// The bytes are a Swift `String`'s UTF-8, valid by construction (the WebSocket layer validated a
+    /// received frame before making it one): string values are then taken without validating them
+    /// again. A slice between two ASCII quotes of valid UTF-8 is valid UTF-8.
+    private let knownValidUTF8: Bool
     /// Nesting limit: deeper input is rejected, never a stack overflow.
     static let maximumDepth = 256
 
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    init(_ bytes: UnsafeBufferPointer<UInt8>, knownValidUTF8: Bool = false) {
+        self.bytes = bytes
+        self.knownValidUTF8 = knownValidUTF8
+    }
 
     /// Whether `text` is exactly one JSON value (surrounding whitespace allowed).
     static func isValidJSON(_ text: String) -> Bool {
-        var s = JSONScanner(Array(text.utf8))
-        do {
-            s.skipWhitespace()
-            _ = try s.value(depth: 0, materialize: 0)
-            s.skipWhitespace()
-            return s.i == s.bytes.count
-        } catch {
-            return false
+        var text = text
+        return text.withUTF8 { utf8 in
+            var s = JSONScanner(utf8, knownValidUTF8: true)
+            do {
+                s.skipWhitespace()
+                _ = try s.value(depth: 0, materialize: 0)
+                s.skipWhitespace()
+                return s.i == s.bytes.count
+            } catch {
+                return false
+            }
         }
     }
 
-    /// Reads a whole document that must be an object; returns its fields (the last wins on repeats).
-    static func topLevelFields(_ bytes: [UInt8]) throws -> (fields: [String: JSONField], bytes: [UInt8]) {
-        var s = JSONScanner(bytes)
+    /// Reads the UTF-8 of `text`, a document that must be an object; returns its fields (the last wins on repeats).
+    /// `utf8` is the text's own storage (`String.withUTF8`): nothing is copied.
+    static func topLevelFields(_ utf8: UnsafeBufferPointer<UInt8>) throws -> [String: JSONField] {
+        var s = JSONScanner(utf8, knownValidUTF8: true)
         s.skipWhitespace()
         guard s.peek() == UInt8(ascii: "{") else { throw JSONSyntaxError(offset: s.i, reason: "not an object") }
-        var fields: [String: JSONField] = [:]
+        // A service message has up to 8 fields: one allocation, no rehashing.
+        var fields = [String: JSONField](minimumCapacity: 8)
         try s.object(depth: 0) { key, scanner in
             let start = scanner.i
             // `error` (ack, invokeResponse) is read one level deep; everything else stays raw.
@@ -108,7 +121,7 @@ struct JSONScanner {
         }
         s.skipWhitespace()
         guard s.i == s.bytes.count else { throw JSONSyntaxError(offset: s.i, reason: "trailing characters") }
-        return (fields, s.bytes)
+        return fields
     }
 
     private func peek() -> UInt8? { i < bytes.count ? bytes[i] : nil }
@@ -235,7 +248,8 @@ struct JSONScanner {
         while i < bytes.count {
             let c = bytes[i]
             if c == UInt8(ascii: "\"") {
-                let s = String(validating: bytes[start..<i], as: UTF8.self)
+                let s = knownValidUTF8
+                    ? String(decoding: bytes[start..<i], as: UTF8.self) : String(validating: bytes[start..<i], as: UTF8.self)
                 i += 1
                 guard let s else { throw JSONSyntaxError(offset: start, reason: "invalid UTF-8") }
                 return s
@@ -284,7 +298,7 @@ struct JSONScanner {
                 throw JSONSyntaxError(offset: i, reason: "bad escape")
             }
         }
-        guard let s = String(validating: out, as: UTF8.self) else {
+        guard let s = knownValidUTF8 ? String(decoding: out, as: UTF8.self) : String(validating: out, as: UTF8.self) else {
             throw JSONSyntaxError(offset: start, reason: "invalid UTF-8")
         }
         return s

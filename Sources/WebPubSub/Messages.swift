@@ -124,10 +124,15 @@ enum DownstreamMessage: Equatable {
 
     /// Reads one text frame. Never throws: garbage becomes `.malformed`.
     static func decode(_ text: String) -> DownstreamMessage {
+        var text = text
+        // The frame's own bytes, not a copy (a received message is a native, contiguous String).
+        return text.withUTF8 { decode(utf8: $0) }
+    }
+
+    private static func decode(utf8 bytes: UnsafeBufferPointer<UInt8>) -> DownstreamMessage {
         let fields: [String: JSONField]
-        let bytes: [UInt8]
         do {
-            (fields, bytes) = try JSONScanner.topLevelFields(Array(text.utf8))
+            fields = try JSONScanner.topLevelFields(bytes)
         } catch let e as JSONSyntaxError {
             return .malformed(reason: "invalid JSON at offset \(e.offset): \(e.reason)", sequenceID: nil)
         } catch {
@@ -161,7 +166,7 @@ enum DownstreamMessage: Equatable {
                 guard case .string(let s) = field.node else { return .failure(DecodeFailure("text data is not a string")) }
                 return .success(.text(s))
             case "json":
-                return .success(.json(String(decoding: bytes[field.range], as: UTF8.self)))
+                return .success(.json(String(decoding: UnsafeBufferPointer(rebasing: bytes[field.range]), as: UTF8.self)))
             case "binary", "protobuf":
                 guard case .string(let s) = field.node, let data = Data(base64Encoded: s) else {
                     return .failure(DecodeFailure("\(dataType) data is not base64"))

@@ -44,6 +44,7 @@ extension WebPubSubClient {
 
     private func perform(_ request: OperationRequest, ackID: UInt64?, fireAndForget: Bool = false,
                          timeout: TimeInterval?) throws(WebPubSubError) -> WebPubSubResult {
+        if fireAndForget, ackID == nil, let sent = sendDirectly(request) { return sent }
         let token = makeToken()
         return try blocking { client, done in
             client.startOperation(request, token: token, ackID: ackID, fireAndForget: fireAndForget, timeout: timeout, done)
@@ -112,7 +113,8 @@ extension WebPubSubClient {
     ///   - group: the group.
     ///   - content: what to send.
     ///   - noEcho: do not deliver the message back to this connection.
-    ///   - fireAndForget: send without an ack id and return once written (no ack).
+    ///   - fireAndForget: send without an ack id and return once the socket took it (no ack; Docs/Client.md,
+    ///     "Join groups and send", says what is guaranteed).
     ///   - ackID: the ack id to use (e.g. the one from an earlier failed call, so the service
     ///     de-duplicates); by default a fresh one.
     ///   - timeout: a deadline for the whole operation, in seconds (`.timedOut` past it).
@@ -139,7 +141,7 @@ extension WebPubSubClient {
     /// - Parameters:
     ///   - event: the event name.
     ///   - content: what to send.
-    ///   - fireAndForget: send without an ack id and return once written.
+    ///   - fireAndForget: send without an ack id and return once the socket took it.
     ///   - ackID: the ack id to use; by default a fresh one.
     ///   - timeout: a deadline for the whole operation, in seconds (`.timedOut` past it).
     /// - Throws: ``WebPubSubError``.

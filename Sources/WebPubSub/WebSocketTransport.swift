@@ -47,6 +47,10 @@ final class WebSocketTransport: ClientTransport, @unchecked Sendable {  // immut
 
     func send(text: String) -> Bool { connection.send(text: text) }
 
+    /// `WebSocketConnection.send` takes any thread: it reserves the bytes in the output buffer on the
+    /// caller's thread (refusing beyond the limit) and writes on the shared queue, in call order.
+    func sendFromAnyThread(text: String) -> Bool? { connection.send(text: text) }
+
     func close() { connection.close(code: .normalClosure, reason: "") }
 
     func abort() { connection.abort() }

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Testing
+import WebSocket
 
 @testable import WebPubSub
 
@@ -57,5 +58,36 @@ struct CallbackRegistryTests {
             registry.callbackQueue.sync {}
             #expect(!late.value)
         }
+    }
+
+    /// Events and completion work share one order, batched or not.
+    @Test func eventsAndWorkKeepOneOrder() {
+        let registry = CallbackRegistry(callbackQueue: DispatchQueue(label: "cb"))
+        let got = Collector<UInt64>()
+        registry.add(.serverMessage) { got.append($0.sequenceID ?? 0) }
+        for i in 1...300 {
+            if i % 3 == 0 {
+                registry.run { got.append(UInt64(i)) }
+            } else {
+                registry.emit(.serverMessage, ServerMessageEvent(content: .text(""), sequenceID: UInt64(i)))
+            }
+        }
+        #expect(got.wait(count: 300) == (1...300).map(UInt64.init))
+    }
+
+    /// A handler that another handler of the same event removed does not run for it, nor later.
+    @Test func aHandlerRemovedByAnotherDoesNotRun() {
+        let registry = CallbackRegistry(callbackQueue: DispatchQueue(label: "cb"))
+        let got = Collector<String>()
+        let second = LockedValue<Subscription?>(nil)
+        registry.add(.serverMessage) { _ in
+            got.append("first")
+            if let s = second.value { registry.remove(s) }
+        }
+        second.value = registry.add(.serverMessage) { _ in got.append("second") }
+        registry.emit(.serverMessage, ServerMessageEvent(content: .text(""), sequenceID: nil))
+        registry.emit(.serverMessage, ServerMessageEvent(content: .text(""), sequenceID: nil))
+        registry.run { got.append("end") }
+        #expect(got.wait(count: 3) == ["first", "first", "end"])
     }
 }
