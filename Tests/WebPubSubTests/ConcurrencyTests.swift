@@ -125,10 +125,12 @@ struct ConcurrencyTests {
         try await receiver.open()
         try await sender.open()
         try await receiver.joinGroup("g")
-        let stream = receiver.events(.groupMessage)
+        // Subscribed now, before anything is sent (a stream subscribes when its iterator is made).
+        let subscribed = receiver.events(.groupMessage).makeAsyncIterator()
         let consumer = Task {
+            var iterator = subscribed
             var texts: [String] = []
-            for await event in stream { texts.append(event.content.text ?? "") }
+            while let event = await iterator.next() { texts.append(event.content.text ?? "") }
             return texts  // ends with the client
         }
         for i in 0..<50 { try await sender.sendToGroup("g", .text("m\(i)")) }
@@ -170,10 +172,11 @@ struct ConcurrencyTests {
         try await sender.open()
         try await receiver.joinGroup("f")
         let count = 600
-        let stream = receiver.events(.groupMessage, bufferSize: 8)
+        let subscribed = receiver.events(.groupMessage, bufferSize: 8).makeAsyncIterator()
         let consumer = Task {
+            var iterator = subscribed
             var seen = 0
-            for await _ in stream {
+            while await iterator.next() != nil {
                 seen += 1
                 try? await Task.sleep(nanoseconds: 1_000_000)
                 if seen == count { break }
