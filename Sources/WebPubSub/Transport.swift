@@ -105,6 +105,3 @@ final class Waiter<Value: Sendable>: @unchecked Sendable {  // `value` is guarde
         return value
     }
 }
-
-/// A URL for logs (the query, which holds the access token, is never shown).
-func redacted(_ url: URL) -> String { ProtocolRules.redacted(url) }
