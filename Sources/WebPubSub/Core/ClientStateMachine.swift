@@ -120,9 +120,8 @@ struct ClientStateMachine {
     private(set) var ledger = OperationLedger()
     private(set) var invocations = InvocationLedger()
     private(set) var sequence = SequenceTracker()
-    /// The current socket, once asked for; `socketOpen` once it opened.
+    /// The current socket, once asked for (events of any other socket are ignored).
     private(set) var socket: UInt64?
-    private(set) var socketOpen = false
     private(set) var reconnectFailures = 0
     private(set) var recoveryFailures = 0
     private(set) var socketsOpened = 0
@@ -238,13 +237,11 @@ struct ClientStateMachine {
     private mutating func newSocketID() -> UInt64 {
         sockets += 1
         socket = sockets
-        socketOpen = false
         return sockets
     }
 
     mutating func socketOpened(id: UInt64, now: Instant) -> [ClientAction] {
         guard id == socket else { return [] }
-        socketOpen = true
         socketsOpened += 1
         lastReceived = now
         switch lifecycle {
@@ -269,8 +266,6 @@ struct ClientStateMachine {
 
     mutating func socketClosed(id: UInt64, _ report: WebSocketCloseReport, now: Instant) -> [ClientAction] {
         guard id == socket else { return [] }
-        socket = nil
-        socketOpen = false
         socketLost(code: report.code.rawValue, reason: report.reason, error: report.error, now)
         return flush()
     }
@@ -278,7 +273,6 @@ struct ClientStateMachine {
     /// The current socket is gone (closed by the peer, failed, or dropped by the machine).
     private mutating func socketLost(code: UInt16, reason: String, error: WebSocketError?, _ now: Instant) {
         socket = nil
-        socketOpen = false
         lastClose = (code, reason)
         nextPing = nil
         var detail = "close \(code)"
@@ -344,9 +338,7 @@ struct ClientStateMachine {
     }
 
     private mutating func newConnectionFailed(_ error: WebPubSubError, _ now: Instant) {
-        if socket != nil { actions.append(.abortSocket) }
-        socket = nil
-        socketOpen = false
+        dropSocket()
         if !openWaiters.isEmpty {
             // The first open is not retried.
             lifecycle = .stopped
@@ -357,6 +349,12 @@ struct ClientStateMachine {
         }
         reconnectFailures += 1
         scheduleReconnect(now)
+    }
+
+    /// Abandons the current socket, if any: it is aborted and its later events are ignored.
+    private mutating func dropSocket() {
+        if socket != nil { actions.append(.abortSocket) }
+        socket = nil
     }
 
     private mutating func scheduleReconnect(_ now: Instant) {
@@ -405,9 +403,7 @@ struct ClientStateMachine {
 
     /// The connection is lost for good: report it, then reconnect or stop.
     private mutating func sessionGone(_ now: Instant) {
-        if socket != nil { actions.append(.abortSocket) }
-        socket = nil
-        socketOpen = false
+        dropSocket()
         nextPing = nil
         emitDisconnected()
         if options.autoReconnect && !closedByUser {
@@ -427,9 +423,7 @@ struct ClientStateMachine {
 
     private mutating func finishStop(_ now: Instant) {
         if case .stopped = lifecycle, openWaiters.isEmpty, closeWaiters.isEmpty { return }
-        if socket != nil { actions.append(.abortSocket) }
-        socket = nil
-        socketOpen = false
+        dropSocket()
         lifecycle = .stopped
         nextPing = nil
         sequenceAckDue = nil
