@@ -35,6 +35,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Seconds the idle clients are watched.") var idleSeconds = 30.0
 
     func run() throws {
+        // Before the emulator starts, so that it inherits the limit: it holds a socket per client too.
+        raiseDescriptorLimit(needed: idleClients + 256)
         let path = emulator ?? EmulatorProcess.besideThisExecutable
         let emu = try EmulatorProcess(path: path)
         emu.stopOnInterrupt()
