@@ -178,7 +178,7 @@ extension Comparison {
         let start = DispatchTime.now().uptimeNanoseconds
         let deadline = start + 30_000_000_000
         var n = 0
-        while n < acked, n & 63 != 0 || DispatchTime.now().uptimeNanoseconds < deadline {
+        while n < acked, DispatchTime.now().uptimeNanoseconds < deadline {
             let t0 = DispatchTime.now().uptimeNanoseconds
             try call(n)
             latencies[n] = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
