@@ -33,8 +33,12 @@ struct Bench: ParsableCommand {
     @Option(help: "Repetitions of the raw-baseline comparison (each phase raw, then ours).") var repetitions = 5
     @Option(help: "Idle reliable clients to open in one process (0: skip).") var idleClients = 2000
     @Option(help: "Seconds the idle clients are watched.") var idleSeconds = 30.0
+    @Option(help: "Our clients kept busy receiving while acked round trips are timed (raw vs ours; 0: skip).")
+    var busyReceivers = 100
 
     func run() throws {
+        // Before the emulator starts, so that it inherits the limit: it holds a socket per client too.
+        raiseDescriptorLimit(needed: idleClients + busyReceivers + 256)
         let path = emulator ?? EmulatorProcess.besideThisExecutable
         let emu = try EmulatorProcess(path: path)
         emu.stopOnInterrupt()
@@ -45,7 +49,7 @@ struct Bench: ParsableCommand {
         var comparison: [(String, [Sample], [Sample])] = []
         if repetitions > 0 {
             comparison = try Comparison(emulator: emu, side: side, repetitions: repetitions, acked: acked, fire: fire,
-                                        receive: receive, window: window).run()
+                                        receive: receive, window: window, busyReceivers: busyReceivers).run()
         }
         let swift = try side.run(acked: acked, fire: fire, receive: receive, window: window)
         var idle: IdleResult?
@@ -58,7 +62,10 @@ struct Bench: ParsableCommand {
             py = try runPython(emu)
         }
         Report(swift: swift, python: py, acked: acked, fire: fire, receive: receive, payload: payload).print()
-        if !comparison.isEmpty { printComparison(comparison, repetitions: repetitions) }
+        if !comparison.isEmpty {
+            printComparison(comparison, repetitions: repetitions)
+            printLoaded(comparison, receivers: busyReceivers, repetitions: repetitions)
+        }
         idle?.print()
         Swift.print("")
         Swift.print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; emulator \(emu.endpoint)")

@@ -45,6 +45,10 @@ struct Sample {
     var cpu = 0.0
     var switches = 0.0
     var allocations = 0.0
+    /// The loaded phase: messages the busy receivers got per second during the run.
+    var received = 0.0
+    /// The loaded phase: threads of this process at the end of the run (/proc/self/status).
+    var threads = 0.0
 
     init() {}
 
@@ -68,6 +72,8 @@ struct Comparison {
     let fire: Int
     let receive: Int
     let window: Int
+    /// Our receivers kept busy in the loaded phase (Loaded.swift); 0 skips it.
+    let busyReceivers: Int
 
     private static let hub = "bench_raw"
 
@@ -76,7 +82,7 @@ struct Comparison {
                                       roles: ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]).clientAccessURL()
     }
 
-    private func ourClient(_ user: String, _ proto: WebPubSubProtocol) throws -> WebPubSubClient {
+    func ourClient(_ user: String, _ proto: WebPubSubProtocol) throws -> WebPubSubClient {
         var options = WebPubSubClientOptions()
         options.protocolType = proto
         options.logger.logLevel = side.logLevel
@@ -112,7 +118,7 @@ struct Comparison {
         try receiver.joinGroup("recv-ours")
 
         var results: [String: ([Sample], [Sample])] = [:]
-        let phases = ["acked", "fire", "receive"]
+        let phases = ["acked", "fire", "receive"] + (busyReceivers > 0 ? ["unloaded", "loaded"] : [])
         var nextAckID: UInt64 = 1
         for rep in 1...repetitions {
             FileHandle.standardError.write(Data("raw vs ours: repetition \(rep) of \(repetitions)\n".utf8))
@@ -152,6 +158,16 @@ struct Comparison {
             }
             results["receive", default: ([], [])].0.append(raw)
             results["receive", default: ([], [])].1.append(ours)
+
+            // Acked round trips with our receivers idle, then busy (Loaded.swift).
+            if busyReceivers > 0 {
+                let (unloaded, loaded) = try loadedRepetition(rep, rawSender: rawSender, rawPublisher: rawPublisher,
+                                                              sender: sender, nextAckID: &nextAckID)
+                results["unloaded", default: ([], [])].0.append(unloaded.0)
+                results["unloaded", default: ([], [])].1.append(unloaded.1)
+                results["loaded", default: ([], [])].0.append(loaded.0)
+                results["loaded", default: ([], [])].1.append(loaded.1)
+            }
         }
         return phases.map { ($0, results[$0]!.0, results[$0]!.1) }
     }

@@ -22,6 +22,32 @@ func procStatus(_ key: String) -> Int {
     return 0
 }
 
+/// Raises the soft RLIMIT_NOFILE to the hard limit when `needed` descriptors are more than it allows (child
+/// processes, the emulator among them, inherit it), and says so on stderr; warns when even the hard limit is short.
+func raiseDescriptorLimit(needed: Int) {
+    var rl = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) == 0 else { return }
+    let before = rl.rlim_cur
+    if rl.rlim_cur < rlim_t(needed) && rl.rlim_cur < rl.rlim_max {
+        rl.rlim_cur = rl.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) != 0 { _ = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) }
+    }
+    var note = "descriptors: soft limit \(rl.rlim_cur)"
+    if rl.rlim_cur != before { note += " (raised from \(before))" }
+    note += ", hard \(rl.rlim_max), about \(needed) needed"
+    if rl.rlim_cur < rlim_t(needed) { note += ": too few, opens may fail" }
+    FileHandle.standardError.write(Data((note + "\n").utf8))
+}
+
+/// "Max open files" (soft) of a process, from /proc/PID/limits.
+func openFilesLimit(pid: Int32) -> String {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8) else { return "?" }
+    for line in text.split(separator: "\n") where line.hasPrefix("Max open files") {
+        return String(line.dropFirst("Max open files".count).split(separator: " ").first ?? "?")
+    }
+    return "?"
+}
+
 struct IdleResult {
     var clients = 0
     var opened = 0
@@ -47,6 +73,8 @@ struct IdleResult {
 func idlePhase(emulator: EmulatorProcess, clients count: Int, idleSeconds: Double) throws -> IdleResult {
     var result = IdleResult()
     result.clients = count
+    FileHandle.standardError.write(Data(("open files limit: bench \(openFilesLimit(pid: getpid())), "
+        + "emulator \(openFilesLimit(pid: emulator.processIdentifier))\n").utf8))
     let credential = try WebPubSubClientCredential(
         connectionString: emulator.connectionString, hub: "bench_idle", userID: "idle",
         roles: ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"])
