@@ -97,10 +97,6 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     private var readingPaused = false
     /// Paused reading met a hang-up: the registration is detached until ``resumeReading()``.
     private var readDetached = false
-    /// A large read waits for its turn on the queue; reads are off until it is processed.
-    private var readDeferred = false
-    /// Processing a deferred read (on a Dispatch worker): further reads are processed right here.
-    private var isDeferredTurn = false
     private var tls: TLSSession?
     private var handshake: Handshake?
     private var responseBuffer: [UInt8] = []
@@ -265,7 +261,7 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
             self.readingPaused = false
             // Frames already read come first; they may pause reading again.
             self.processFrames()
-            if !self.readingPaused, !self.readDeferred, let r = self.registration, !r.interest.read || self.readDetached {
+            if !self.readingPaused, let r = self.registration, !r.interest.read || self.readDetached {
                 self.readDetached = false
                 r.set(IOInterest(read: true, write: r.interest.write))
                 // A hang-up seen while paused detached the socket; reading now finds it (or more data).
@@ -400,7 +396,6 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         registration?.cancel()
         registration = nil
         readDetached = false
-        readDeferred = false
         fd = -1
     }
 
@@ -505,71 +500,27 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
             }
             return
         }
-        // One read per readiness event, so that the loop thread goes round its other sockets in between.
-        // A large read (a busy stream) is handed to this queue's own turn on a Dispatch worker, with
-        // reads off until it is processed: a loop thread then only moves bytes for busy sockets, and a
-        // small read (an ack a caller waits for) on the same loop is handled within microseconds.
-        withUnsafeTemporaryAllocation(byteCount: 16 * 1024, alignment: 16) { buf in
-            guard let n = receive(into: buf) else { return }
-            let bytes = UnsafeRawBufferPointer(rebasing: buf[0..<n])
-            guard n >= Self.inlineReadLimit, phase == .open || phase == .closing, !isDeferredTurn,
-                let r = registration
-            else {
-                ingest(bytes)
-                return
-            }
-            let chunk = [UInt8](bytes)
-            readDeferred = true
-            r.set(IOInterest(read: false, write: r.interest.write))
-            queue.async { [self] in
-                guard self.registration === r else { return }
-                self.isDeferredTurn = true
-                defer { self.isDeferredTurn = false }
-                chunk.withUnsafeBytes { self.ingest($0) }
-                // Go on reading here while the stream stays busy (at most 4 more reads this turn).
-                var more = 4
-                while more > 0, self.registration === r, self.phase == .open || self.phase == .closing, !self.readingPaused {
-                    more -= 1
-                    let done: Bool = withUnsafeTemporaryAllocation(byteCount: 16 * 1024, alignment: 16) { buf in
-                        guard let n = self.receive(into: buf) else { return true }
-                        self.ingest(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
-                        return n < Self.inlineReadLimit
-                    }
-                    if done { break }
-                }
-                guard self.registration === r else { return }
-                self.readDeferred = false
-                if !self.readingPaused, !self.readDetached {
-                    r.set(IOInterest(read: true, write: r.interest.write))
+        var budget = 16
+        withUnsafeTemporaryAllocation(byteCount: 32 * 1024, alignment: 16) { buf in
+            while budget > 0 && phase != .closed && fd >= 0 && !(readingPaused && (phase == .open || phase == .closing)) {
+                budget -= 1
+                let n = recv(fd, buf.baseAddress, buf.count, 0)
+                if n > 0 {
+                    lastInbound = DispatchTime.now().uptimeNanoseconds
+                    ingest(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+                    if n < buf.count { return }
+                } else if n == 0 {
+                    peerClosedTCP()
+                    return
+                } else {
+                    let e = errno
+                    if e == EINTR { continue }
+                    if e == EAGAIN || e == EWOULDBLOCK { return }
+                    connectionLost(WebSocketError(.connectionReset, "recv failed: \(String(cString: strerror(e)))", errno: e))
+                    return
                 }
             }
         }
-    }
-
-    /// Reads up to this many bytes on the loop's thread are processed there at once; larger ones on
-    /// the connection's queue (see ``readable(hangup:)``).
-    static let inlineReadLimit = 4096
-
-    /// One `recv`: the byte count, or nil when there was nothing (EAGAIN) or the connection ended.
-    private func receive(into buf: UnsafeMutableRawBufferPointer) -> Int? {
-        while fd >= 0, phase != .closed {
-            let n = recv(fd, buf.baseAddress, buf.count, 0)
-            if n > 0 {
-                lastInbound = DispatchTime.now().uptimeNanoseconds
-                return n
-            }
-            if n == 0 {
-                peerClosedTCP()
-                return nil
-            }
-            let e = errno
-            if e == EINTR { continue }
-            if e != EAGAIN && e != EWOULDBLOCK {
-                connectionLost(WebSocketError(.connectionReset, "recv failed: \(String(cString: strerror(e)))", errno: e))
-            }
-            return nil
-        }
-        return nil
     }
 
     private func ingest(_ bytes: UnsafeRawBufferPointer) {
