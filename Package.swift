@@ -59,16 +59,10 @@ let package = Package(
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]
         ),
-        // epoll for the WebSocket module's I/O loop (Linux; the module falls back to Dispatch sources elsewhere).
-        .systemLibrary(
-            name: "CEpoll",
-            path: "Modules/CEpoll"
-        ),
         .target(
             name: "WebSocket",
             dependencies: [
                 "CSSL",
-                .target(name: "CEpoll", condition: .when(platforms: [.linux])),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

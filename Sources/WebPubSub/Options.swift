@@ -53,13 +53,8 @@ public struct WebPubSubClientOptions: Sendable {
     public var keepAliveInterval: TimeInterval? = 20
     /// Consider the connection dead (and recover it) when nothing at all arrived for this long, in seconds. Default 120.
     public var keepAliveTimeout: TimeInterval = 120
-    /// The serial queue on which every callback and completion handler runs. Must be a serial queue.
-    ///
-    /// nil (the default): a serial queue of the client's own that shares one of 8 threads with other
-    /// clients' default queues, so that thousands of clients start few threads. A callback may block on
-    /// its own client (a blocking `sendToGroup` from a callback works); while it blocks, clients sharing
-    /// its thread wait. Give a client whose callbacks block for long, or wait for other clients'
-    /// callbacks, a queue of its own.
+    /// The serial queue on which every callback and completion handler runs; nil: a queue of the client's own.
+    /// Must be a serial queue.
     public var callbackQueue: DispatchQueue? = nil
     /// Where the client logs. Access tokens are never logged.
     public var logger: Logger = Logger(label: "WebPubSubClient")

@@ -2,10 +2,9 @@
 // swift-webpubsub: the I/O shell of a WebSocket client connection.
 //
 // One serial queue owns the socket, the SSL* and every mutable field below.
-// Readiness comes from the module's I/O loop (IOLoop.swift), whose thread
-// enters that queue to run the handler; no thread per connection, no blocking
-// call on it (name resolution runs on a global queue, bounded by the connect
-// timeout). Timers are Dispatch timer sources on the queue.
+// Readiness comes from DispatchSource read/write sources on that queue; no
+// thread per connection, no blocking call on it (name resolution runs on a
+// global queue, bounded by the connect timeout).
 //===----------------------------------------------------------------------===//
 import CSSL
 import Dispatch
@@ -25,6 +24,15 @@ private final class QueueMarker: Sendable {}
 
 /// Closes a socket once both of its dispatch sources have been cancelled (Dispatch requires that the
 /// descriptor stays open until every source's cancel handler ran).
+private final class SocketCloser: @unchecked Sendable {  // `remaining` guarded by the connection queue
+    let fd: Int32
+    private var remaining = 2
+    init(fd: Int32) { self.fd = fd }
+    func sourceCancelled() {
+        remaining -= 1
+        if remaining == 0 { WebSocketConnection.closeSocket(fd) }
+    }
+}
 
 /// Byte counts read by any thread (``WebSocketConnection/bufferedAmount``).
 private final class Backlog: @unchecked Sendable {  // fields guarded by `lock`
@@ -91,12 +99,12 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     private var nextAddress = 0
     private var lastConnectErrno: Int32 = 0
     private var fd: Int32 = -1
-    /// The socket's registration with its ``IOLoop`` (readiness runs on this queue, see IOLoop.swift).
-    private var registration: IORegistration?
-    /// ``pauseReading()`` is in force (the registration stops asking for reads at the next event).
+    private var readSource: (any DispatchSourceRead)?
+    private var writeSource: (any DispatchSourceWrite)?
+    private var writeSuspended = false
+    /// ``pauseReading()`` is in force (the read source is suspended while one is installed).
     private var readingPaused = false
-    /// Paused reading met a hang-up: the registration is detached until ``resumeReading()``.
-    private var readDetached = false
+    private var readSuspended = false
     private var tls: TLSSession?
     private var handshake: Handshake?
     private var responseBuffer: [UInt8] = []
@@ -132,8 +140,6 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     ///   - queue: a serial queue that owns the socket and runs every handler; by default a new one from
     ///     ``makeQueue(label:)``. Pass your own to share it with your state (make it with
     ///     ``makeQueue(label:)`` or give it a non-overcommitting target when you have many connections).
-    ///     Never block it for long: the I/O loop's threads, shared by every connection of the process,
-    ///     enter it (`sync`) to deliver the socket's readiness, so a blocked queue delays other connections.
     ///   - logger: where to log (connect, open, close at debug level; never headers or query strings).
     public init(
         url: URL, configuration: WebSocketConfiguration = .init(),
@@ -261,11 +267,9 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
             self.readingPaused = false
             // Frames already read come first; they may pause reading again.
             self.processFrames()
-            if !self.readingPaused, let r = self.registration, !r.interest.read || self.readDetached {
-                self.readDetached = false
-                r.set(IOInterest(read: true, write: r.interest.write))
-                // A hang-up seen while paused detached the socket; reading now finds it (or more data).
-                self.readable()
+            if !self.readingPaused, let r = self.readSource, self.readSuspended {
+                self.readSuspended = false
+                r.resume()
             }
         }
     }
@@ -366,36 +370,34 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
     }
 
     private func installSources(fd: Int32) {
-        registration = IOLoop.next().register(
-            fd: fd, interest: IOInterest(read: true, write: true), queue: queue
-        ) { [self] ready in
-            self.ioReady(ready, fd: fd)
-        }
-        readDetached = false
-        if registration == nil {
-            // epoll refused the descriptor (out of memory or a limit): the attempt fails like a connect.
-            lastConnectErrno = errno
-            Self.closeSocket(fd)
-        }
+        let closer = SocketCloser(fd: fd)
+        let r = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+        let w = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
+        r.setEventHandler { [self] in self.readable() }
+        w.setEventHandler { [self] in self.writable() }
+        r.setCancelHandler { closer.sourceCancelled() }
+        w.setCancelHandler { closer.sourceCancelled() }
+        readSource = r
+        writeSource = w
+        writeSuspended = false
+        r.activate()
+        w.activate()
     }
 
-    /// A readiness event from the loop, on `queue`; ignored when it is for a socket no longer ours.
-    private func ioReady(_ ready: IOReadiness, fd eventFD: Int32) {
-        guard let r = registration, r.fd == eventFD, fd == eventFD else { return }
-        if phase == .connecting {
-            checkConnectResult()
-            return
-        }
-        if ready.contains(.writable) { writable() }
-        guard registration === r else { return }
-        if ready.contains(.readable) || ready.contains(.hangup) { readable(hangup: ready.contains(.hangup)) }
-    }
-
-    /// Deregisters and closes the socket.
+    /// Cancels the sources (the descriptor closes when both cancel handlers ran).
     private func removeSources() {
-        registration?.cancel()
-        registration = nil
-        readDetached = false
+        if let w = writeSource {
+            w.cancel()
+            if writeSuspended { w.resume() }
+        }
+        if let r = readSource {
+            r.cancel()
+            if readSuspended { r.resume() }
+        }
+        readSuspended = false
+        readSource = nil
+        writeSource = nil
+        writeSuspended = false
         fd = -1
     }
 
@@ -485,18 +487,15 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
         }
     }
 
-    private func readable(hangup: Bool = false) {
+    private func readable() {
         if phase == .connecting {
             checkConnectResult()
             return
         }
-        if readingPaused, phase == .open || phase == .closing, let r = registration {
-            if hangup {
-                // epoll reports a hang-up whatever the interest: stop every report until resumed.
-                r.detach()
-                readDetached = true
-            } else if r.interest.read {
-                r.set(IOInterest(read: false, write: r.interest.write))
+        if readingPaused, phase == .open || phase == .closing, let r = readSource {
+            if !readSuspended {
+                r.suspend()
+                readSuspended = true
             }
             return
         }
@@ -871,17 +870,18 @@ public final class WebSocketConnection: @unchecked Sendable {  // mutable state 
             outbound.removeAll(keepingCapacity: outbound.capacity <= 1 << 20)
             outboundStart = 0
             unwrittenControlBytes = 0
-            if let r = registration, r.interest.write, !readDetached {
-                r.set(IOInterest(read: r.interest.read, write: false))
+            if !writeSuspended, let w = writeSource {
+                w.suspend()
+                writeSuspended = true
             }
         } else {
             if outboundStart > 1 << 20 && outboundStart > outbound.count / 2 {
                 outbound.removeSubrange(0..<outboundStart)
                 outboundStart = 0
             }
-            // (Detached while paused after a hang-up: the rest waits for resumeReading().)
-            if let r = registration, !r.interest.write, !readDetached {
-                r.set(IOInterest(read: r.interest.read, write: true))
+            if writeSuspended, let w = writeSource {
+                w.resume()
+                writeSuspended = false
             }
         }
         backlog.setBuffered(outbound.count - outboundStart + pendingBytes)

@@ -420,13 +420,11 @@ extension EmulatorClientTests {
         client.open { result in
             dispatchPrecondition(condition: .onQueue(queue))
             steps.append(result.isSuccess ? "open ok" : "open failed")
-            // The bad one first: it fails at once, while the others finish on their acks. (Submitted
-            // last, its failure could follow an ack that came back before it was submitted.)
-            client.sendToGroup("", .text("x")) { record("bad", $0) }
             client.joinGroup("g") { record("join", $0) }
             client.sendToGroup("g", .text("x")) { record("send", $0) }
             client.sendEvent("ev", .text("y")) { record("event", $0) }
             client.leaveGroup("g") { record("leave", $0) }
+            client.sendToGroup("", .text("x")) { record("bad", $0) }
         }
         let got = steps.wait(count: 6)
         // Completions come in the order the operations finished: the bad one at once, the rest on their acks.

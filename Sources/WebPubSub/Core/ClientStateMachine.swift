@@ -953,12 +953,4 @@ struct ClientStateMachine {
         actions = []
         return out
     }
-
-    /// Gives back an action list the caller has carried out, so that its storage holds the next
-    /// step's actions (no allocation per step once it is large enough).
-    mutating func recycle(_ list: inout [ClientAction]) {
-        guard actions.isEmpty, actions.capacity < list.capacity else { return }
-        list.removeAll(keepingCapacity: true)
-        swap(&actions, &list)
-    }
 }
